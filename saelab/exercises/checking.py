@@ -1,0 +1,83 @@
+"""The shared machinery of every checker: run the learner's code, compare, explain."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+
+class ExerciseError(AssertionError):
+    """The learner's answer differs from the reference; the message says how and what to look at."""
+
+
+class NotAttempted(Exception):
+    """The exercise body still raises NotImplementedError."""
+
+
+def run_learner_function(fn: Callable, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+    """Call the learner's ``fn``; turn its NotImplementedError into ``NotAttempted`` and other crashes into hints."""
+    label = name or getattr(fn, "__name__", "your function")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as error:
+        raise NotAttempted(label) from error
+    except Exception as error:  # the learner's bug: say where it happened, keep the original as the cause
+        raise ExerciseError(f"{label} raised {type(error).__name__}: {error}") from error
+
+
+def check_close(
+    actual: Any,
+    expected: torch.Tensor,
+    *,
+    what: str,
+    hints: list[tuple[torch.Tensor, str]] = (),
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+) -> None:
+    """Raise ``ExerciseError`` unless ``actual`` matches ``expected``.
+
+    ``hints`` pairs the output of a typical mistake with what to say when the learner's answer equals it
+    (e.g. the forward pass without its ReLU -> "did you forget the ReLU?").
+    """
+    if not isinstance(actual, torch.Tensor):
+        raise ExerciseError(f"{what} should be a torch.Tensor, got {type(actual).__name__}")
+    if actual.shape != expected.shape:
+        raise ExerciseError(f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
+    actual = actual.detach().to(expected.dtype)
+    if torch.allclose(actual, expected, atol=atol, rtol=rtol):
+        return
+    for mistake_output, hint in hints:
+        if mistake_output.shape == actual.shape and torch.allclose(actual, mistake_output, atol=atol, rtol=rtol):
+            raise ExerciseError(f"{what} is not right: {hint}")
+    worst = (actual - expected).abs().max().item()
+    raise ExerciseError(f"{what} differs from the reference (largest difference {worst:.3g})")
+
+
+def passed(name: str) -> None:
+    print(f"✔ {name}: correct")
+
+
+def not_attempted(name: str) -> None:
+    print(f"… {name}: not attempted yet (replace the `raise NotImplementedError` in its cell); "
+          "the lesson goes on with saelab's reference implementation")
+
+
+def checker(name: str) -> Callable[[Callable[..., None]], Callable[..., bool]]:
+    """Decorate a checker body: print the verdict, return True when correct, False when not attempted."""
+
+    def wrap(body: Callable[..., None]) -> Callable[..., bool]:
+        def run(*args: Any, **kwargs: Any) -> bool:
+            try:
+                body(*args, **kwargs)
+            except NotAttempted:
+                not_attempted(name)
+                return False
+            passed(name)
+            return True
+
+        run.__name__ = body.__name__
+        run.__doc__ = body.__doc__
+        return run
+
+    return wrap
