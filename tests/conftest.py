@@ -1,0 +1,73 @@
+"""Fixtures: a tiny random-weight Llama chat model built in-process (milliseconds, no files, no network)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TRAINING_TEXT = [
+    "The quick brown fox jumps over the lazy dog.",
+    "In the beginning was the word, and the word was with the reader.",
+    "Sparse autoencoders find features as directions in activation space.",
+    "What is your physical form? I am a small language model.",
+] * 4
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer (~300 tokens) with SmolLM2's special tokens and a ChatML template."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TRAINING_TEXT, vocab_size=300, min_frequency=1, special_tokens=specials,
+                            show_progress=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|im_start|>",
+                                        eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>",
+                                        add_bos_token=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    # TransformerLens reads this key (it would re-load a tokenizer without add_bos_token from that name).
+    tokenizer.init_kwargs["name_or_path"] = "tiny-llama"
+    return tokenizer
+
+
+def build_tiny_hf_model(vocab_size: int, seed: int = 0):
+    """A 4-layer, d_model 32 Llama with random weights, in eager attention (as the real default)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    config._attn_implementation = "eager"
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_hf():
+    """``(hf_model, tokenizer)`` of the tiny random Llama."""
+    tokenizer = build_tiny_tokenizer()
+    return build_tiny_hf_model(len(tokenizer)), tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_hf):
+    """The tiny random Llama wrapped in a TransformerLens ``TransformerBridge`` (hooks as on the real model)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf_model, tokenizer = tiny_hf
+    bridge = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf_model, tokenizer=tokenizer,
+                                                 device="cpu")
+    return bridge.eval()
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """The embedded default model (loads from the user cache if warm, else from the GGUF)."""
+    from saelab import lm
+
+    return lm.load_model()
