@@ -1,0 +1,369 @@
+"""Sparse autoencoders: ``SAEConfig``, ``SAE`` (relu | topk | jumprelu) and SAELens-format files.
+
+An SAE widens an activation vector ``x`` (``d_in``) into ``d_sae`` feature activations ``f``, asks that few
+of them be non-zero, and reconstructs ``x`` as ``f @ W_dec + b_dec``. Each row of ``W_dec`` is a feature's
+direction in activation space. Parameter names and shapes are SAELens's, so a folder written here loads in
+SAELens / Neuronpedia tooling and back.
+
+Shape letters in local names: B batch, D d_in, F d_sae, K active latents per row (TopK).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+ARCHITECTURES = ("relu", "topk", "jumprelu")
+# SAELens calls the ReLU + L1 SAE "standard"; the other two names agree.
+SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+FROM_SAELENS_ARCHITECTURE = {v: k for k, v in SAELENS_ARCHITECTURE.items()}
+CONFIG_FILE, WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors"
+
+
+@dataclass
+class SAEConfig:
+    """What an SAE is: its sizes, architecture and the sparsity penalty it is trained with."""
+
+    d_in: int
+    """Width of the activations it reads (e.g. d_model, or d_hidden of a toy model)."""
+    d_sae: int
+    """Number of latents (dictionary size); usually several times ``d_in``."""
+    architecture: str = "relu"
+    """``relu`` (ReLU + decoder-norm-weighted L1), ``topk`` (keep the k largest) or ``jumprelu`` (learned threshold)."""
+    k: int | None = None
+    """TopK only: active latents per row (1 <= k <= d_sae)."""
+    l1_coefficient: float = 5.0
+    """ReLU only: weight of the L1 penalty sum_i f_i * ||W_dec[i]|| (per row, on unit-mean-squared-norm inputs)."""
+    l0_coefficient: float = 1e-3
+    """JumpReLU only: weight of the (straight-through) L0 penalty, the number of active latents per row."""
+    jumprelu_init_threshold: float = 1e-3
+    """JumpReLU only: initial threshold of every latent."""
+    jumprelu_bandwidth: float = 1e-3
+    """JumpReLU only: width of the rectangle kernel that carries gradients to the thresholds."""
+    aux_k: int | None = None
+    """TopK only: latents used by the AuxK loss that revives dead latents (default ``d_in // 2``, capped at d_sae)."""
+    aux_k_coefficient: float = 1 / 32
+    """TopK only: weight of the AuxK loss (0 turns it off)."""
+    apply_b_dec_to_input: bool = True
+    """Subtract ``b_dec`` from the input before encoding (as SAELens does by default)."""
+    normalize_decoder: bool | None = None
+    """Keep decoder rows at unit norm while training (default: True for topk/jumprelu, False for relu,
+    whose L1 is weighted by the decoder norms instead)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance (model name, hook name, ...) kept in ``cfg.json`` under SAELens's ``metadata`` key."""
+
+    def __post_init__(self) -> None:
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}; got {self.architecture!r}")
+        if self.architecture == "topk":
+            if self.k is None or isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.d_sae:
+                raise ValueError(f"k must be an integer with 1 <= k <= d_sae={self.d_sae} for a topk SAE, got {self.k!r}")
+            if self.aux_k is None:
+                self.aux_k = min(max(self.d_in // 2, 1), self.d_sae)
+            if not isinstance(self.aux_k, int) or not 1 <= self.aux_k <= self.d_sae:
+                raise ValueError(f"aux_k must be an integer with 1 <= aux_k <= d_sae={self.d_sae}, got {self.aux_k!r}")
+        for name in ("l1_coefficient", "l0_coefficient", "aux_k_coefficient"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("jumprelu_init_threshold", "jumprelu_bandwidth"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.normalize_decoder is None:
+            self.normalize_decoder = self.architecture != "relu"
+
+    def to_saelens_dict(self) -> dict[str, Any]:
+        """The ``cfg.json`` content: SAELens's keys first, saelab's training settings under ``metadata``."""
+        out: dict[str, Any] = {
+            "architecture": SAELENS_ARCHITECTURE[self.architecture],
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "dtype": "float32",
+            "device": "cpu",
+            "apply_b_dec_to_input": self.apply_b_dec_to_input,
+            "normalize_activations": "none",
+            "reshape_activations": "none",
+        }
+        if self.architecture == "topk":
+            out["k"] = self.k
+            out["rescale_acts_by_decoder_norm"] = False
+        saelab = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("d_in", "d_sae", "architecture", "k", "apply_b_dec_to_input", "metadata")}
+        out["metadata"] = {**self.metadata, "saelab": saelab}
+        return out
+
+    @classmethod
+    def from_saelens_dict(cls, raw: Any, *, source: str = CONFIG_FILE) -> "SAEConfig":
+        """Read a SAELens ``cfg.json`` dict (ours or SAELens's own); one-line errors for what we cannot read."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+        arch = raw.get("architecture", "standard")
+        if arch not in FROM_SAELENS_ARCHITECTURE:
+            raise ValueError(f"{source}: architecture {arch!r} is not supported (supported: standard, topk, jumprelu)")
+        for key in ("d_in", "d_sae"):
+            if key not in raw:
+                raise ValueError(f"{source}: missing required key {key!r}")
+        for key, allowed in (("normalize_activations", ("none", None)), ("reshape_activations", ("none", None)),
+                             ("rescale_acts_by_decoder_norm", (False, None))):
+            if raw.get(key) not in allowed:
+                raise ValueError(f"{source}: {key}={raw.get(key)!r} is not supported (only {allowed[0]!r})")
+        metadata = dict(raw.get("metadata") or {})
+        saelab = metadata.pop("saelab", {}) or {}
+        if not isinstance(saelab, dict):
+            raise ValueError(f"{source}: metadata.saelab must be an object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        settings = {k: v for k, v in saelab.items() if k in known}
+        return cls(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=FROM_SAELENS_ARCHITECTURE[arch],
+                   k=raw.get("k"), apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
+                   metadata=metadata, **settings)
+
+
+class SAEOutput(NamedTuple):
+    """What ``SAE.forward`` returns. Losses are per-row means (scalars); ``loss`` is what training minimises."""
+
+    reconstruction: Float[Tensor, "batch d_in"]
+    """The decoded input, ``feature_acts @ W_dec + b_dec``."""
+    feature_acts: Float[Tensor, "batch d_sae"]
+    """Latent activations (dense; for TopK, zero outside each row's k winners)."""
+    loss: Float[Tensor, ""]
+    """``mse + sparsity_loss + aux_loss``."""
+    mse: Float[Tensor, ""]
+    """Squared reconstruction error summed over d_in, averaged over rows."""
+    sparsity_loss: Float[Tensor, ""]
+    """relu: coefficient * decoder-norm-weighted L1; jumprelu: coefficient * L0; topk: 0."""
+    aux_loss: Float[Tensor, ""]
+    """topk: AuxK loss that teaches dead latents to model the residual; else 0."""
+
+
+class _JumpReLU(torch.autograd.Function):
+    """f = pre * H(pre - threshold); the threshold learns through a rectangle-kernel straight-through estimator."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        near = ((pre - threshold).abs() < bw / 2).to(pre.dtype)
+        grad_threshold = (-(threshold / bw) * near * grad_out).sum(0)
+        return grad_out * (pre > threshold), grad_threshold, None
+
+
+class _Step(torch.autograd.Function):
+    """H(pre - threshold), with the same straight-through gradient for the threshold (the L0 penalty)."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        near = ((pre - threshold).abs() < bw / 2).to(pre.dtype)
+        return None, (-(1.0 / bw) * near * grad_out).sum(0), None
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder with SAELens's parameter names: W_enc, b_enc, W_dec, b_dec (+ threshold)."""
+
+    def __init__(self, cfg: SAEConfig, *, seed: int | None = 0, decoder_init_norm: float = 0.1):
+        super().__init__()
+        if not isinstance(cfg, SAEConfig):
+            raise TypeError(f"cfg must be an SAEConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        # Decoder rows: random directions; the encoder starts as the decoder's transpose (Anthropic, Gao et al.).
+        W_dec_FD = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
+        norm = 1.0 if cfg.normalize_decoder else decoder_init_norm
+        W_dec_FD *= norm / W_dec_FD.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec_FD)
+        self.W_enc = nn.Parameter(W_dec_FD.t().clone())
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        if cfg.architecture == "jumprelu":
+            self.threshold = nn.Parameter(torch.full((cfg.d_sae,), cfg.jumprelu_init_threshold))
+
+    # ----------------------------------------------------------------- the model
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(f"x has last dimension {x.shape[-1]}, but this SAE has d_in={self.cfg.d_in}")
+
+    def pre_activations(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+        """The encoder's affine map, before ReLU / TopK / threshold."""
+        if self.cfg.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return torch.addmm(self.b_enc, x.reshape(-1, self.cfg.d_in), self.W_enc).reshape(*x.shape[:-1], -1)
+
+    def _topk(self, pre_BF: Tensor) -> tuple[Tensor, Int[Tensor, "batch k"]]:
+        values_BK, idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False)
+        return values_BK.relu(), idx_BK
+
+    def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+        """Feature activations of ``x`` (dense tensor, mostly zeros)."""
+        self._check_input(x)
+        pre = self.pre_activations(x)
+        arch = self.cfg.architecture
+        if arch == "relu":
+            return pre.relu()
+        if arch == "jumprelu":
+            return _JumpReLU.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
+        values, idx = self._topk(pre)
+        return torch.zeros_like(pre).scatter_(-1, idx, values)
+
+    def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
+        """Reconstruction ``f @ W_dec + b_dec``."""
+        if f.shape[-1] != self.cfg.d_sae:
+            raise ValueError(f"feature activations have last dimension {f.shape[-1]}, expected d_sae={self.cfg.d_sae}")
+        return torch.addmm(self.b_dec, f.reshape(-1, self.cfg.d_sae), self.W_dec).reshape(*f.shape[:-1], -1)
+
+    def decode_sparse(self, values_BK: Tensor, idx_BK: Tensor) -> Float[Tensor, "batch d_in"]:
+        """Decode from the k winners only: a weighted sum of k decoder rows per row (no (batch, d_sae) matmul)."""
+        return F.embedding_bag(idx_BK, self.W_dec, per_sample_weights=values_BK, mode="sum") + self.b_dec
+
+    def forward(self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None,
+                sparsity_scale: float = 1.0) -> SAEOutput:
+        """Encode, decode and compute the training loss.
+
+        ``dead_mask`` (d_sae bools, latents that have not fired for a while) feeds TopK's AuxK loss;
+        ``sparsity_scale`` multiplies the sparsity penalty (the trainer warms it up from 0 to 1).
+        """
+        self._check_input(x)
+        cfg, zero = self.cfg, x.new_zeros(())
+        x_BD = x.reshape(-1, cfg.d_in)
+        pre_BF = self.pre_activations(x_BD)
+        aux = zero
+        if cfg.architecture == "topk":
+            values_BK, idx_BK = self._topk(pre_BF)
+            recon_BD = self.decode_sparse(values_BK, idx_BK)
+            # Dense codes are built without autograd: the gradient flows through the k winners only.
+            with torch.no_grad():
+                f_BF = torch.zeros_like(pre_BF).scatter_(-1, idx_BK, values_BK)
+            sparsity = zero
+            if dead_mask is not None and cfg.aux_k_coefficient > 0 and bool(dead_mask.any()):
+                aux = cfg.aux_k_coefficient * self._aux_k_loss(x_BD - recon_BD.detach(), pre_BF, dead_mask)
+        else:
+            if cfg.architecture == "relu":
+                f_BF = pre_BF.relu()
+                # sum_b sum_i f_bi ||W_dec_i|| as (sum over batch first) . norms: one pass over the codes, not two.
+                sparsity = sparsity_scale * cfg.l1_coefficient * (f_BF.sum(0) @ self.W_dec.norm(dim=1)) / x_BD.shape[0]
+            else:
+                f_BF = _JumpReLU.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth)
+                l0 = _Step.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth).sum(-1).mean()
+                sparsity = sparsity_scale * cfg.l0_coefficient * l0
+            recon_BD = torch.addmm(self.b_dec, f_BF, self.W_dec)
+        mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
+        return SAEOutput(recon_BD.reshape(x.shape), f_BF.reshape(*x.shape[:-1], cfg.d_sae),
+                         mse + sparsity + aux, mse, sparsity, aux)
+
+    def _aux_k_loss(self, residual_BD: Tensor, pre_BF: Tensor, dead_mask: Tensor) -> Tensor:
+        """Gao et al.'s AuxK: the top aux_k *dead* latents try to reconstruct what the live ones missed."""
+        n_dead = int(dead_mask.sum())
+        k_aux = min(self.cfg.aux_k, n_dead)
+        masked = pre_BF.masked_fill(~dead_mask, float("-inf"))
+        values, idx = masked.topk(k_aux, dim=-1, sorted=False)
+        aux_recon = F.embedding_bag(idx, self.W_dec, per_sample_weights=values.relu(), mode="sum")
+        scale = residual_BD.pow(2).sum(-1).mean().clamp_min(1e-12)
+        return (aux_recon - residual_BD).pow(2).sum(-1).mean() / scale
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale decoder rows to unit norm (a no-op where they already are)."""
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad_(self) -> None:
+        """Drop the part of W_dec's gradient that would only change row norms (kept at 1 by the trainer)."""
+        if self.W_dec.grad is not None:
+            parallel = (self.W_dec.grad * self.W_dec).sum(1, keepdim=True)
+            self.W_dec.grad.sub_(parallel * self.W_dec)
+
+    # ----------------------------------------------------------------- files
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``cfg.json`` + ``sae_weights.safetensors`` (SAELens layout) atomically; return the folder."""
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"folder {str(folder)!r} exists and is not a directory")
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {name: p.detach().to("cpu", torch.float32).contiguous() for name, p in self.named_parameters()}
+        cfg_text = json.dumps(self.cfg.to_saelens_dict(), indent=2)
+        # Both files are written in full under temp names in the same folder, then renamed (os.replace is atomic):
+        # an interrupted save leaves the previous files as they were and no half-written file behind.
+        temps: list[str] = []
+        try:
+            for write in (lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
+                          lambda tmp: Path(tmp).write_text(cfg_text)):
+                fd, tmp = tempfile.mkstemp(prefix=".saelab-", suffix=".tmp", dir=folder)
+                os.close(fd)
+                temps.append(tmp)
+                write(tmp)
+            os.replace(temps[0], folder / WEIGHTS_FILE)
+            os.replace(temps[1], folder / CONFIG_FILE)
+        finally:
+            for tmp in temps:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "SAE":
+        """Load a folder in SAELens layout (written by ``save`` or by SAELens's ``save_model``). safetensors only."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"folder {str(folder)!r} does not exist or is not a directory")
+        cfg_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path}: missing (an SAE folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+        try:
+            raw = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{cfg_path}: not valid JSON ({error})") from None
+        cfg = SAEConfig.from_saelens_dict(raw, source=str(cfg_path))
+        if not weights_path.is_file():
+            others = sorted(p.name for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt"))
+            extra = f"; found {', '.join(others)}, which saelab never loads (pickle formats)" if others else ""
+            raise FileNotFoundError(f"{weights_path}: missing{extra}")
+        try:
+            tensors = load_file(weights_path)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise ValueError(f"{weights_path}: not a readable safetensors file ({str(error).splitlines()[0]})") from None
+        sae = cls(cfg, seed=None)
+        expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
+        missing = sorted(set(expected) - set(tensors))
+        if missing:
+            raise ValueError(f"{weights_path}: missing tensors {missing} (have {sorted(tensors)})")
+        for name, shape in expected.items():
+            if tuple(tensors[name].shape) != shape:
+                raise ValueError(f"{weights_path}: {name} has shape {tuple(tensors[name].shape)}, "
+                                 f"but {CONFIG_FILE} implies {shape}")
+        with torch.no_grad():
+            for name, p in sae.named_parameters():
+                p.copy_(tensors[name].to(torch.float32))
+        return sae
+
