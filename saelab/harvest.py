@@ -244,3 +244,15 @@ def token_index(tokens: Tensor, drop_bos: bool = True) -> Int[Tensor, " n_tokens
     n_rows, seq_len = tokens.shape
     positions = torch.arange(int(drop_bos), seq_len)
     return (torch.arange(n_rows)[:, None] * seq_len + positions[None, :]).reshape(-1)
+
+
+def residual_norms(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer batch pos"]:
+    """L2 norm of the residual stream between blocks: row 0 is the embedding (block 0's input), row ``l`` the
+    output of block ``l - 1``; ``n_layers + 1`` rows in all."""
+    check_tokens(model, tokens)
+    n_layers = model.cfg.n_layers
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+    names.append(f"blocks.{n_layers - 1}.hook_resid_post")
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=names, return_type=None)
+        return torch.stack([cache[name].float().norm(dim=-1).cpu() for name in names])

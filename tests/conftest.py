@@ -71,3 +71,15 @@ def real_model():
     from saelab import lm
 
     return lm.load_model()
+
+
+@pytest.fixture
+def fresh_tiny_hf():
+    """A new ``(hf_model, tokenizer)`` pair not wrapped by TransformerLens (booting a bridge rewires the model)."""
+    tokenizer = build_tiny_tokenizer()
+    return build_tiny_hf_model(len(tokenizer)), tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_texts():
+    return list(TRAINING_TEXT)
