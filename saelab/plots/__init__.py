@@ -1,0 +1,1 @@
+"""Plotly figures used by the lessons and the widgets, one module per part of the course."""

@@ -1,0 +1,21 @@
+"""Interactive explorers for the lessons: each module wires ipywidgets sliders to a pure function and redraws.
+
+Widgets are imported on first use, so ``import saelab.widgets`` stays cheap and a widget's heavy
+dependencies (a language model, say) load only when that widget is asked for.
+"""
+
+from importlib import import_module
+
+_WHERE = {
+    "superposition_explorer": "saelab.widgets.superposition",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'saelab.widgets' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(_WHERE)
