@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -45,8 +45,9 @@ class SAEConfig:
     """``relu`` (ReLU + decoder-norm-weighted L1), ``topk`` (keep the k largest) or ``jumprelu`` (learned threshold)."""
     k: int | None = None
     """TopK only: active latents per row (1 <= k <= d_sae)."""
-    l1_coefficient: float = 5.0
-    """ReLU only: weight of the L1 penalty sum_i f_i * ||W_dec[i]|| (per row, on unit-mean-squared-norm inputs)."""
+    l1_coefficient: float = 0.2
+    """ReLU only: weight of the L1 penalty sum_i f_i * ||W_dec[i]|| (per row, on unit-mean-squared-norm inputs;
+    Anthropic's 5 on inputs of mean squared norm d_in is 5 / sqrt(d_in) here, about 0.2 for d_in 576)."""
     l0_coefficient: float = 1e-3
     """JumpReLU only: weight of the (straight-through) L0 penalty, the number of active latents per row."""
     jumprelu_init_threshold: float = 1e-3
@@ -151,6 +152,8 @@ class SAEOutput(NamedTuple):
     """relu: coefficient * decoder-norm-weighted L1; jumprelu: coefficient * L0; topk: 0."""
     aux_loss: Float[Tensor, ""]
     """topk: AuxK loss that teaches dead latents to model the residual; else 0."""
+    fired: Bool[Tensor, "d_sae"]
+    """Which latents were active on at least one row of the batch (the trainer's dead-latent bookkeeping)."""
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -265,6 +268,7 @@ class SAE(nn.Module):
             # Dense codes are built without autograd: the gradient flows through the k winners only.
             with torch.no_grad():
                 f_BF = torch.zeros_like(pre_BF).scatter_(-1, idx_BK, values_BK)
+                fired_F = torch.zeros(cfg.d_sae, dtype=torch.bool).index_fill_(0, idx_BK[values_BK > 0], True)
             sparsity = zero
             if dead_mask is not None and cfg.aux_k_coefficient > 0 and bool(dead_mask.any()):
                 aux = cfg.aux_k_coefficient * self._aux_k_loss(x_BD - recon_BD.detach(), pre_BF, dead_mask)
@@ -272,15 +276,18 @@ class SAE(nn.Module):
             if cfg.architecture == "relu":
                 f_BF = pre_BF.relu()
                 # sum_b sum_i f_bi ||W_dec_i|| as (sum over batch first) . norms: one pass over the codes, not two.
-                sparsity = sparsity_scale * cfg.l1_coefficient * (f_BF.sum(0) @ self.W_dec.norm(dim=1)) / x_BD.shape[0]
+                f_sum_F = f_BF.sum(0)
+                sparsity = sparsity_scale * cfg.l1_coefficient * (f_sum_F @ self.W_dec.norm(dim=1)) / x_BD.shape[0]
+                fired_F = f_sum_F.detach() > 0
             else:
                 f_BF = _JumpReLU.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth)
-                l0 = _Step.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth).sum(-1).mean()
-                sparsity = sparsity_scale * cfg.l0_coefficient * l0
+                counts_F = _Step.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth).sum(0)
+                sparsity = sparsity_scale * cfg.l0_coefficient * counts_F.sum() / x_BD.shape[0]
+                fired_F = counts_F.detach() > 0
             recon_BD = torch.addmm(self.b_dec, f_BF, self.W_dec)
         mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
         return SAEOutput(recon_BD.reshape(x.shape), f_BF.reshape(*x.shape[:-1], cfg.d_sae),
-                         mse + sparsity + aux, mse, sparsity, aux)
+                         mse + sparsity + aux, mse, sparsity, aux, fired_F)
 
     def _aux_k_loss(self, residual_BD: Tensor, pre_BF: Tensor, dead_mask: Tensor) -> Tensor:
         """Gao et al.'s AuxK: the top aux_k *dead* latents try to reconstruct what the live ones missed."""

@@ -103,7 +103,9 @@ def test_jumprelu_threshold_gets_gradient_and_gates():
 def test_forward_output_is_named_and_fixed_length():
     for arch, kw in (("relu", {}), ("topk", {"k": 2}), ("jumprelu", {})):
         out = SAE(SAEConfig(4, 8, arch, **kw))(torch.randn(3, 4))
-        assert out._fields == ("reconstruction", "feature_acts", "loss", "mse", "sparsity_loss", "aux_loss")
+        assert out._fields == ("reconstruction", "feature_acts", "loss", "mse", "sparsity_loss", "aux_loss",
+                               "fired")
+        assert torch.equal(out.fired, (out.feature_acts > 0).any(0))
         assert out.reconstruction.shape == (3, 4) and out.feature_acts.shape == (3, 8)
 
 

@@ -1,0 +1,182 @@
+"""Rows per second of ``saelab.training.train_sae`` against the best minimal plain-PyTorch loop, same run.
+
+Setting (full run): d_in 576, d_sae 4608, batch 4096, Adam, fp32, a fixed synthetic activation tensor; relu and
+topk (k=32). The plain loops are written here, as a careful person would write them with nothing else to do
+(contiguous batches, fused Adam, the L1 term as one reduction; TopK with a dense decode and with the k-winner
+``embedding_bag`` decode); each architecture's ratio is against its fastest plain loop. The fp32 matmul rate
+measured in the same run says how close a step is to what the machine can do. Medians over repeats
+(the machine is shared and noisy), ours and the plain loops interleaved.
+
+A separate process measures peak RSS while training on a large activation tensor: the trainer must not copy it.
+
+    python benchmarks/sae_train_throughput.py            # full run (several minutes)
+    python benchmarks/sae_train_throughput.py --quick    # seconds: small sizes, same code paths
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from saelab.sae import SAE, SAEConfig
+from saelab.training import train_sae
+
+
+def matmul_gflops(batch: int, d_in: int, d_sae: int, repeats: int = 5) -> float:
+    a, b = torch.randn(batch, d_in), torch.randn(d_in, d_sae)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * batch * d_in * d_sae / statistics.median(times) / 1e9
+
+
+def plain_params(d_in: int, d_sae: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    W_dec = torch.randn(d_sae, d_in, generator=gen)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    return [torch.nn.Parameter(t) for t in (W_dec.t().clone(), torch.zeros(d_sae), W_dec, torch.zeros(d_in))]
+
+
+def plain_relu(acts: torch.Tensor, d_sae: int, batch: int, steps: int, l1: float = 0.2) -> float:
+    """The minimal ReLU SAE loop: encode, decode, MSE + decoder-norm-weighted L1, fused Adam. Returns seconds."""
+    W_enc, b_enc, W_dec, b_dec = params = plain_params(acts.shape[1], d_sae)
+    opt = torch.optim.Adam(params, lr=1e-4, fused=True)
+    start = time.perf_counter()
+    for step in range(steps):
+        x = acts[step * batch:(step + 1) * batch]
+        f = torch.addmm(b_enc, x, W_enc).relu()
+        recon = torch.addmm(b_dec, f, W_dec)
+        loss = (recon - x).pow(2).sum(-1).mean() + l1 * (f.sum(0) @ W_dec.norm(dim=1)) / batch
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def plain_topk(acts: torch.Tensor, d_sae: int, batch: int, steps: int, k: int, sparse_decode: bool) -> float:
+    """The minimal TopK loop: dense decode (scatter + matmul) or k-winner decode (embedding_bag). Seconds."""
+    W_enc, b_enc, W_dec, b_dec = params = plain_params(acts.shape[1], d_sae)
+    opt = torch.optim.Adam(params, lr=1e-4, fused=True)
+    start = time.perf_counter()
+    for step in range(steps):
+        x = acts[step * batch:(step + 1) * batch]
+        pre = torch.addmm(b_enc, x - b_dec, W_enc)
+        values, idx = pre.topk(k, dim=-1, sorted=False)
+        values = values.relu()
+        if sparse_decode:
+            recon = F.embedding_bag(idx, W_dec, per_sample_weights=values, mode="sum") + b_dec
+        else:
+            f = torch.zeros_like(pre).scatter(-1, idx, values)
+            recon = torch.addmm(b_dec, f, W_dec)
+        loss = (recon - x).pow(2).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def ours(acts: torch.Tensor, cfg: SAEConfig, batch: int, steps: int) -> float:
+    """The library's trainer with its defaults (input scaling, b_dec at the geometric median, logging, dead
+    latents tracked, AuxK on for topk), timed for the whole call, on the same threads as the plain loops."""
+    sae = SAE(cfg, seed=0)
+    start = time.perf_counter()
+    train_sae(sae, acts, steps=steps, batch_size=batch, lr=1e-4, progress=False, num_threads=torch.get_num_threads())
+    return time.perf_counter() - start
+
+
+def peak_rss_child(rows: int, d_in: int, d_sae: int, batch: int, steps: int) -> None:
+    """Run in a subprocess: RSS before the data, then peak RSS while training relu and topk on it."""
+    torch.set_num_threads(1)  # memory, not speed: keep the shared machine free
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    acts = torch.empty(rows, d_in)
+    for start in range(0, rows, 65536):  # filled in chunks: a temporary the size of the data would skew the peak
+        acts[start:start + 65536].normal_()
+    data_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for cfg in (SAEConfig(d_in, d_sae, "relu"), SAEConfig(d_in, d_sae, "topk", k=32)):
+        train_sae(SAE(cfg), acts, steps=steps, batch_size=batch, progress=False)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model_bytes = (2 * d_in * d_sae + d_in + d_sae) * 4
+    print(json.dumps({"base_mb": base_kb / 1024, "after_data_mb": data_kb / 1024, "peak_mb": peak_kb / 1024,
+                      "activations_mb": rows * d_in * 4 / 2**20, "model_grads_adam_mb": 4 * model_bytes / 2**20}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, runs in seconds")
+    parser.add_argument("--steps", type=int, help="timed steps per run")
+    parser.add_argument("--repeats", type=int, help="runs per trainer (median reported)")
+    parser.add_argument("--threads", type=int, help="torch threads for every trainer (default: torch's; 1 in --quick)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--rss-child", nargs=5, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        peak_rss_child(*args.rss_child)
+        return
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
+    if args.quick:
+        d_in, d_sae, batch, k, steps, repeats, rss_rows = 64, 512, 1024, 8, args.steps or 5, args.repeats or 3, 50_000
+    else:
+        d_in, d_sae, batch, k, steps, repeats, rss_rows = 576, 4608, 4096, 32, args.steps or 8, args.repeats or 5, 1_000_000
+    acts = torch.randn(steps * batch, d_in, generator=torch.Generator().manual_seed(0))
+    gflops = matmul_gflops(batch, d_in, d_sae)
+    runs: dict[str, list[float]] = {}
+    trainers = {
+        "ours relu": lambda: ours(acts, SAEConfig(d_in, d_sae, "relu"), batch, steps),
+        "plain relu": lambda: plain_relu(acts, d_sae, batch, steps),
+        "ours topk": lambda: ours(acts, SAEConfig(d_in, d_sae, "topk", k=k), batch, steps),
+        "plain topk, dense decode": lambda: plain_topk(acts, d_sae, batch, steps, k, sparse_decode=False),
+        "plain topk, k-winner decode": lambda: plain_topk(acts, d_sae, batch, steps, k, sparse_decode=True),
+    }
+    for name, run in trainers.items():  # one untimed warm-up each (allocator, thread pool, kernels)
+        run()
+    for _ in range(repeats):
+        for name, run in trainers.items():
+            runs.setdefault(name, []).append(steps * batch / run())
+    rows_per_s = {name: statistics.median(v) for name, v in runs.items()}
+    best_plain = {"relu": rows_per_s["plain relu"],
+                  "topk": max(rows_per_s["plain topk, dense decode"], rows_per_s["plain topk, k-winner decode"])}
+    # A dense ReLU step is five (batch x d_in x d_sae) GEMMs (2 forward, 3 backward): the matmul-bound ceiling.
+    ceiling = gflops * 1e9 / (5 * 2 * d_in * d_sae)
+    rss = subprocess.run([sys.executable, __file__, "--rss-child", str(rss_rows), str(d_in), str(d_sae), str(batch),
+                          "3"], capture_output=True, text=True, check=True)
+    mem = json.loads(rss.stdout.strip().splitlines()[-1])
+    result = {
+        "setting": dict(d_in=d_in, d_sae=d_sae, batch=batch, k=k, steps=steps, repeats=repeats,
+                        threads=torch.get_num_threads(), torch=torch.__version__),
+        "matmul_gflops": gflops, "dense_step_ceiling_rows_per_s": ceiling, "rows_per_s": rows_per_s,
+        "ratio_relu": rows_per_s["ours relu"] / best_plain["relu"],
+        "ratio_topk": rows_per_s["ours topk"] / best_plain["topk"], "memory": mem,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"d_in {d_in}, d_sae {d_sae}, batch {batch}, k {k}; {steps} steps x {repeats} repeats, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"fp32 matmul ({batch}x{d_in} @ {d_in}x{d_sae}): {gflops:.0f} GFLOP/s "
+          f"-> a dense ReLU step (5 GEMMs) caps at {ceiling:.0f} rows/s")
+    for name, value in rows_per_s.items():
+        spread = f"{min(runs[name]):.0f}-{max(runs[name]):.0f}"
+        print(f"  {name:30s} {value:8.0f} rows/s   (range {spread})")
+    print(f"ours / best plain loop: relu {result['ratio_relu']:.2f}x, topk {result['ratio_topk']:.2f}x")
+    model_mb = mem["model_grads_adam_mb"]
+    used = mem["peak_mb"] - mem["base_mb"]
+    print(f"peak RSS training on {mem['activations_mb']:.0f} MB of activations: {mem['peak_mb']:.0f} MB "
+          f"({mem['base_mb']:.0f} MB interpreter + torch before the data); above that {used:.0f} MB = "
+          f"{used / (mem['activations_mb'] + model_mb):.2f}x (activations + model, grads, Adam state "
+          f"{model_mb:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

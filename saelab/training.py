@@ -1,0 +1,345 @@
+"""``train_sae``: train an SAE on activations held in memory or streamed as batches.
+
+The recipe (Anthropic's April 2024 update for ReLU SAEs, Gao et al. 2024 for TopK, Rajamanoharan et al. 2024
+for JumpReLU): Adam; learning rate warmed up linearly, then held, then decayed linearly to zero over the last
+part of training; the sparsity penalty warmed up from zero; ``b_dec`` started at the geometric median of a sample;
+inputs scaled to unit mean squared norm (the scale is folded back into the weights at the end, so the returned
+SAE reads raw activations); dead latents resampled (ReLU) or revived by AuxK (TopK).
+
+NaN or inf in a batch is an error naming the batch (we do not silently skip rows). The activation tensor is
+never copied: each step gathers one batch from it.
+Shape letters: B batch, D d_in, F d_sae.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saelab.sae import SAE
+
+
+@dataclass
+class TrainHistory:
+    """What happened during training, one entry per logged step (plot any list against ``step``)."""
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    mse: list[float] = field(default_factory=list)
+    sparsity_loss: list[float] = field(default_factory=list)
+    aux_loss: list[float] = field(default_factory=list)
+    l0: list[float] = field(default_factory=list)
+    """Mean active latents per row in the logged batch."""
+    fvu: list[float] = field(default_factory=list)
+    """Fraction of variance unexplained on the logged batch."""
+    dead_fraction: list[float] = field(default_factory=list)
+    """Fraction of latents that have not fired for ``dead_after_rows`` rows."""
+    lr: list[float] = field(default_factory=list)
+    resampled: list[tuple[int, int]] = field(default_factory=list)
+    """(step, number of latents resampled) for each resampling that happened."""
+    scale_factor: float = 1.0
+    """Inputs were multiplied by this while training (folded into the weights afterwards)."""
+    steps: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("nan")
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def geometric_median(points: Tensor, iterations: int = 50, eps: float = 1e-8) -> Tensor:
+    """Weiszfeld's algorithm: the point minimising the summed distance to ``points`` (robust to outliers)."""
+    guess = points.mean(0)
+    for _ in range(iterations):
+        weights = 1.0 / (points - guess).norm(dim=1).clamp_min(eps)
+        new = (weights[:, None] * points).sum(0) / weights.sum()
+        if (new - guess).norm() < eps * (1 + guess.norm()):
+            return new
+        guess = new
+    return guess
+
+
+def lr_factor(step: int, steps: int, warmup_steps: int, decay_fraction: float) -> float:
+    """Linear warm-up, constant, then linear decay to 0 over the last ``decay_fraction`` of training."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = int(steps * decay_fraction)
+    if decay_steps and step >= steps - decay_steps:
+        return max(steps - step, 0) / decay_steps
+    return 1.0
+
+
+def _positive_int(name: str, value, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def _tensor_batches(acts: Tensor, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[Tensor]:
+    n = acts.shape[0]
+    batch_size = min(batch_size, n)
+    per_epoch = n // batch_size
+    done = 0
+    while done < steps:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(per_epoch):
+            if done == steps:
+                return
+            # Gathering one batch is the only copy: the activation tensor itself is never duplicated.
+            yield acts[perm[i * batch_size:(i + 1) * batch_size]]
+            done += 1
+
+
+def _sample(activations: Tensor | Iterable[Tensor], n: int, gen: torch.Generator) -> Tensor:
+    if isinstance(activations, Tensor):
+        idx = torch.randperm(activations.shape[0], generator=gen)[:n]
+        return activations[idx].float()
+    raise TypeError("a sample can only be drawn from a tensor")
+
+
+@torch.no_grad()
+def _resample_dead(sae: SAE, opt: torch.optim.Optimizer, dead_F: Tensor, x_BD: Tensor, recon_BD: Tensor,
+                   gen: torch.Generator) -> int:
+    """Towards Monosemanticity's resampling: dead latents restart on inputs the SAE reconstructs worst."""
+    dead_idx = dead_F.nonzero().squeeze(1)
+    n_dead = dead_idx.numel()
+    if n_dead == 0:
+        return 0
+    err_B = (recon_BD - x_BD).pow(2).sum(-1)
+    weights = err_B.pow(2)
+    if float(weights.sum()) <= 0:
+        return 0
+    picks = torch.multinomial(weights, n_dead, replacement=n_dead > x_BD.shape[0], generator=gen)
+    v_ND = x_BD[picks] - (sae.b_dec if sae.cfg.apply_b_dec_to_input else 0)
+    v_ND = v_ND / v_ND.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    alive = ~dead_F
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    dec_norm = sae.W_dec[alive].norm(dim=1).mean() if alive.any() else torch.tensor(1.0)
+    sae.W_dec[dead_idx] = v_ND * (1.0 if sae.cfg.normalize_decoder else dec_norm)
+    sae.W_enc[:, dead_idx] = v_ND.t() * enc_norm * 0.2
+    sae.b_enc[dead_idx] = 0.0
+    # Adam's moments for the new rows/columns would drag them back toward the dead solution: zero them.
+    for param, index, dim in ((sae.W_dec, dead_idx, 0), (sae.W_enc, dead_idx, 1), (sae.b_enc, dead_idx, 0)):
+        state = opt.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key].index_fill_(dim, index, 0.0)
+    return n_dead
+
+
+def train_sae(
+    sae: SAE,
+    activations: Tensor | Iterable[Tensor],
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 4096,
+    lr: float = 1e-3,
+    warmup_steps: int | None = None,
+    decay_fraction: float = 0.2,
+    sparsity_warmup_fraction: float = 0.05,
+    b_dec_init: str = "geometric_median",
+    normalize: bool = True,
+    dead_after_rows: int | None = None,
+    resample_at: Sequence[float] | None = None,
+    max_grad_norm: float | None = None,
+    log_every: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> TrainHistory:
+    """Train ``sae`` in place on ``activations``; return the history.
+
+    activations: a (rows, d_in) tensor (any float dtype; batches are gathered from it, never a full copy)
+        or any iterable of (batch, d_in) tensors (then ``steps`` or ``len()`` must bound the run).
+    steps / epochs: how long (default one epoch of a tensor). batch_size: rows per step (tensor input).
+    lr, warmup_steps (default 1% of steps), decay_fraction: the learning-rate schedule.
+    sparsity_warmup_fraction: the L1 / L0 penalty ramps from 0 to its full weight over this fraction.
+    b_dec_init: ``geometric_median``, ``mean`` or ``none`` (from a sample of up to 8192 rows).
+    normalize: scale inputs to unit mean squared norm while training; folded into the weights afterwards.
+    dead_after_rows: a latent is dead once it has not fired for this many rows (AuxK / resampling / history).
+    resample_at: fractions of training at which dead ReLU latents are resampled (default 0.25 and 0.5 for relu).
+    num_threads: torch threads while training (restored afterwards). Default: 1 for small SAEs
+        (d_in * d_sae < 2**20), whose many short kernels lose more to thread hand-offs than they gain,
+        ten-fold on a busy machine; otherwise torch's current setting.
+    """
+    if not isinstance(sae, SAE):
+        raise TypeError(f"sae must be a saelab.sae.SAE, got {type(sae).__name__}")
+    cfg = sae.cfg
+    _positive_int("batch_size", batch_size)
+    _positive_int("steps", steps, allow_none=True)
+    _positive_int("epochs", epochs, allow_none=True)
+    _positive_int("warmup_steps", warmup_steps, allow_none=True)
+    _positive_int("dead_after_rows", dead_after_rows, allow_none=True)
+    _positive_int("log_every", log_every, allow_none=True)
+    _positive_int("num_threads", num_threads, allow_none=True)
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    _fraction("decay_fraction", decay_fraction)
+    _fraction("sparsity_warmup_fraction", sparsity_warmup_fraction)
+    if b_dec_init not in ("geometric_median", "mean", "none"):
+        raise ValueError(f"b_dec_init must be 'geometric_median', 'mean' or 'none', got {b_dec_init!r}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(activations, Tensor):
+        if activations.ndim != 2 or activations.shape[1] != cfg.d_in:
+            raise ValueError(f"activations have shape {tuple(activations.shape)}, expected (rows, d_in={cfg.d_in})")
+        if activations.shape[0] == 0:
+            raise ValueError("activations is empty")
+        if not activations.is_floating_point():
+            raise ValueError(f"activations must be floating point, got {activations.dtype}")
+        per_epoch = max(activations.shape[0] // batch_size, 1)
+        if steps is None:
+            steps = per_epoch * (epochs or 1)
+        sample = _sample(activations, 8192, gen)
+        batches: Iterator[Tensor] = _tensor_batches(activations, batch_size, steps, gen)
+    else:
+        if epochs is not None:
+            raise ValueError("epochs only applies to a tensor; give steps for an iterable of batches")
+        if steps is None:
+            if not hasattr(activations, "__len__"):
+                raise ValueError("steps is required when activations is an iterator without len()")
+            steps = len(activations)
+        batches = iter(activations)
+        first = next(batches, None)
+        if first is None:
+            raise ValueError("activations yielded no batches")
+        sample = first.float()
+        batches = _chain(first, batches)
+    _check_batch(sample, cfg.d_in, "sample")
+
+    scale = 1.0
+    if normalize:
+        mean_sq = float(sample.pow(2).sum(-1).mean())
+        if mean_sq <= 0:
+            raise ValueError("activations are all zero; cannot normalise them (pass normalize=False)")
+        scale = 1.0 / math.sqrt(mean_sq)
+    with torch.no_grad():
+        if b_dec_init != "none":
+            sample_scaled = sample * scale
+            centre = geometric_median(sample_scaled) if b_dec_init == "geometric_median" else sample_scaled.mean(0)
+            sae.b_dec.copy_(centre)
+        if cfg.normalize_decoder:
+            sae.normalize_decoder_()
+    del sample
+
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=True)
+    warmup = warmup_steps or max(1, steps // 100)
+    sparsity_warmup = max(1, int(steps * sparsity_warmup_fraction))
+    log_every = log_every or max(1, steps // 100)
+    if resample_at is None:
+        resample_at = (0.25, 0.5) if cfg.architecture == "relu" else ()
+    resample_steps = {int(f * steps) for f in resample_at if 0 < f < 1}
+    dead_after = dead_after_rows or max(min(steps * batch_size // 5, 1_000_000), batch_size)
+    rows_since_fired_F = torch.zeros(cfg.d_sae, dtype=torch.long)
+
+    history = TrainHistory(scale_factor=scale)
+    threads_before = torch.get_num_threads()
+    if num_threads is None and cfg.d_in * cfg.d_sae < 2**20:
+        num_threads = 1
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    bar = tqdm(total=steps, desc=f"train {cfg.architecture} SAE", disable=not progress, mininterval=0.5)
+    start = time.perf_counter()
+    step = 0
+    try:
+        for x in batches:
+            if step >= steps:
+                break
+            _check_batch(x, cfg.d_in, f"batch {step}")
+            x_BD = x.to(torch.float32)
+            if scale != 1.0:
+                x_BD = x_BD * scale
+            factor = lr_factor(step, steps, warmup, decay_fraction)
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+            dead_F = rows_since_fired_F >= dead_after
+            out = sae(x_BD, dead_mask=dead_F if cfg.architecture == "topk" else None,
+                      sparsity_scale=min(1.0, (step + 1) / sparsity_warmup))
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.normalize_decoder:
+                sae.remove_parallel_decoder_grad_()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(sae.parameters(), max_grad_norm)
+            opt.step()
+            with torch.no_grad():
+                if cfg.normalize_decoder:
+                    sae.normalize_decoder_()
+                if cfg.architecture == "jumprelu":
+                    sae.threshold.clamp_(min=1e-6)
+                rows_since_fired_F += x_BD.shape[0]
+                rows_since_fired_F.masked_fill_(out.fired, 0)
+                if step in resample_steps and cfg.architecture == "relu":
+                    n = _resample_dead(sae, opt, rows_since_fired_F >= dead_after, x_BD, out.reconstruction, gen)
+                    if n:
+                        history.resampled.append((step, n))
+                        rows_since_fired_F.masked_fill_(rows_since_fired_F >= dead_after, 0)
+                history.rows += x_BD.shape[0]
+                if step % log_every == 0 or step == steps - 1:
+                    _log(history, step, out, x_BD, dead_F, lr * factor)
+                    bar.set_postfix(l0=f"{history.l0[-1]:.1f}", fvu=f"{history.fvu[-1]:.3f}", refresh=False)
+            bar.update(1)
+            step += 1
+    finally:
+        bar.close()
+        torch.set_num_threads(threads_before)
+        history.steps = step
+        history.seconds = time.perf_counter() - start
+        if scale != 1.0:
+            _fold_scale(sae, scale)
+    return history
+
+
+def _chain(first: Tensor, rest: Iterator[Tensor]) -> Iterator[Tensor]:
+    yield first
+    yield from rest
+
+
+def _check_batch(x, d_in: int, label: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"activations {label} is a {type(x).__name__}, expected a torch.Tensor")
+    if x.ndim != 2 or x.shape[1] != d_in:
+        raise ValueError(f"activations {label} has shape {tuple(x.shape)}, expected (rows, d_in={d_in})")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).any(1).sum())
+        raise ValueError(f"activations {label} contains NaN or inf in {bad} row(s); clean or drop them first")
+
+
+def _log(history: TrainHistory, step: int, out, x_BD: Tensor, dead_F: Tensor, lr: float) -> None:
+    variance = (x_BD - x_BD.mean(0)).pow(2).sum(-1).mean()
+    history.step.append(step)
+    history.loss.append(float(out.loss))
+    history.mse.append(float(out.mse))
+    history.sparsity_loss.append(float(out.sparsity_loss))
+    history.aux_loss.append(float(out.aux_loss))
+    history.l0.append(float((out.feature_acts > 0).sum()) / x_BD.shape[0])
+    history.fvu.append(float(out.mse / variance.clamp_min(1e-12)))
+    history.dead_fraction.append(float(dead_F.float().mean()))
+    history.lr.append(lr)
+
+
+@torch.no_grad()
+def _fold_scale(sae: SAE, scale: float) -> None:
+    """Make the SAE read raw activations: it was trained on ``scale * x`` (SAELens folds the same way)."""
+    sae.W_enc.mul_(scale)
+    sae.W_dec.div_(scale)
+    sae.b_dec.div_(scale)
