@@ -8,6 +8,8 @@ from importlib import import_module
 
 _WHERE = {
     "superposition_explorer": "saelab.widgets.superposition",
+    "sparsity_sweep_viewer": "saelab.widgets.sweep_viewer",
+    "sae_tradeoff_explorer": "saelab.widgets.sae_tradeoff",
 }
 
 
