@@ -220,9 +220,12 @@ class SAE(nn.Module):
 
     def pre_activations(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         """The encoder's affine map, before ReLU / TopK / threshold."""
+        bias = self.b_enc
         if self.cfg.apply_b_dec_to_input:
-            x = x - self.b_dec
-        return torch.addmm(self.b_enc, x.reshape(-1, self.cfg.d_in), self.W_enc).reshape(*x.shape[:-1], -1)
+            # (x - b_dec) W_enc + b_enc, with b_dec folded into the bias: subtracting it from x would make
+            # autograd compute a gradient for the whole input, one more (batch x d_in x d_sae) matmul per step.
+            bias = self.b_enc - self.b_dec @ self.W_enc
+        return torch.addmm(bias, x.reshape(-1, self.cfg.d_in), self.W_enc).reshape(*x.shape[:-1], -1)
 
     def _topk(self, pre_BF: Tensor) -> tuple[Tensor, Int[Tensor, "batch k"]]:
         values_BK, idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False)
@@ -291,11 +294,11 @@ class SAE(nn.Module):
 
     def _aux_k_loss(self, residual_BD: Tensor, pre_BF: Tensor, dead_mask: Tensor) -> Tensor:
         """Gao et al.'s AuxK: the top aux_k *dead* latents try to reconstruct what the live ones missed."""
-        n_dead = int(dead_mask.sum())
-        k_aux = min(self.cfg.aux_k, n_dead)
-        masked = pre_BF.masked_fill(~dead_mask, float("-inf"))
-        values, idx = masked.topk(k_aux, dim=-1, sorted=False)
-        aux_recon = F.embedding_bag(idx, self.W_dec, per_sample_weights=values.relu(), mode="sum")
+        dead_idx = dead_mask.nonzero().squeeze(1)
+        k_aux = min(self.cfg.aux_k, dead_idx.numel())
+        # Only the dead latents' columns are searched (usually few), not the whole (batch, d_sae) matrix.
+        values, pos = pre_BF.index_select(1, dead_idx).topk(k_aux, dim=-1, sorted=False)
+        aux_recon = F.embedding_bag(dead_idx[pos], self.W_dec, per_sample_weights=values.relu(), mode="sum")
         scale = residual_BD.pow(2).sum(-1).mean().clamp_min(1e-12)
         return (aux_recon - residual_BD).pow(2).sum(-1).mean() / scale
 

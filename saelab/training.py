@@ -57,7 +57,7 @@ class TrainHistory:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def geometric_median(points: Tensor, iterations: int = 50, eps: float = 1e-8) -> Tensor:
+def geometric_median(points: Tensor, iterations: int = 30, eps: float = 1e-5) -> Tensor:
     """Weiszfeld's algorithm: the point minimising the summed distance to ``points`` (robust to outliers)."""
     guess = points.mean(0)
     for _ in range(iterations):
@@ -171,7 +171,7 @@ def train_sae(
     steps / epochs: how long (default one epoch of a tensor). batch_size: rows per step (tensor input).
     lr, warmup_steps (default 1% of steps), decay_fraction: the learning-rate schedule.
     sparsity_warmup_fraction: the L1 / L0 penalty ramps from 0 to its full weight over this fraction.
-    b_dec_init: ``geometric_median``, ``mean`` or ``none`` (from a sample of up to 8192 rows).
+    b_dec_init: ``geometric_median``, ``mean`` or ``none`` (from a sample of up to 4096 rows).
     normalize: scale inputs to unit mean squared norm while training; folded into the weights afterwards.
     dead_after_rows: a latent is dead once it has not fired for this many rows (AuxK / resampling / history).
     resample_at: fractions of training at which dead ReLU latents are resampled (default 0.25 and 0.5 for relu).
@@ -209,7 +209,7 @@ def train_sae(
         per_epoch = max(activations.shape[0] // batch_size, 1)
         if steps is None:
             steps = per_epoch * (epochs or 1)
-        sample = _sample(activations, 8192, gen)
+        sample = _sample(activations, 4096, gen)
         batches: Iterator[Tensor] = _tensor_batches(activations, batch_size, steps, gen)
     else:
         if epochs is not None:
