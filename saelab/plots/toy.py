@@ -105,8 +105,10 @@ def superposition_heatmaps(
                       row=2, col=k + 1)
         fig.update_yaxes(autorange="reversed", row=2, col=k + 1, title="feature" if k == 0 else None)
         fig.update_xaxes(range=[0, max(1.2, norms.max().item())], row=2, col=k + 1, title="‖W_f‖")
-        fig.update_xaxes(showticklabels=False, row=1, col=k + 1)
-        fig.update_yaxes(showticklabels=False, scaleanchor=f"x{k + 1 if k else ''}", row=1, col=k + 1)
+        # Square cells that fill the panel: constrain to the domain instead of padding the axis range.
+        fig.update_xaxes(showticklabels=False, showgrid=False, constrain="domain", row=1, col=k + 1)
+        fig.update_yaxes(showticklabels=False, showgrid=False, constrain="domain",
+                         scaleanchor=f"x{k + 1 if k else ''}", row=1, col=k + 1)
     fig.update_layout(height=620, width=max(420, 230 * len(chosen)), margin=dict(l=40, r=40, t=60, b=40),
                       title="Superposition: WᵀW (top) and feature norms coloured by interference (bottom)")
     return fig

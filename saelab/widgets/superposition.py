@@ -59,9 +59,11 @@ class SuperpositionExplorer(widgets.VBox):
                       row=1, col=2)
         fig.update_xaxes(range=[-1.3, 1.3], row=1, col=1)
         fig.update_yaxes(range=[-1.3, 1.3], scaleanchor="x", row=1, col=1)
-        fig.update_yaxes(autorange="reversed", scaleanchor="x2", row=1, col=2)
-        fig.update_layout(height=400, width=820, showlegend=True, margin=dict(l=30, r=30, t=40, b=30),
-                          legend=dict(x=0.43, y=1))
+        fig.update_xaxes(constrain="domain", showgrid=False, dtick=1, title="output reading feature", row=1, col=2)
+        fig.update_yaxes(autorange="reversed", constrain="domain", showgrid=False, dtick=1, scaleanchor="x2",
+                         title="active feature", row=1, col=2)
+        fig.update_layout(height=430, width=820, showlegend=True, margin=dict(l=30, r=30, t=40, b=30),
+                          legend=dict(orientation="h", x=0, y=-0.12))
         return fig
 
     def redraw(self) -> None:
