@@ -21,8 +21,8 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 NETWORK_SCHEMES = {"http", "https", "ws", "wss", "ftp"}
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 BROKEN_WIDGET_TEXTS = ("Loading widget...", "Error displaying widget")
-VIEWPORT = {"width": 1280, "height": 960}
-IDLE_GRACE_S = 4.0  # how long a still output may stay still once the kernel is idle after an interaction
+VIEWPORT = {"width": 1440, "height": 900}  # a common laptop screen
+IDLE_GRACE_S = 3.0  # how long a still output may stay still once the kernel is idle after an interaction
 
 JS_DIR = Path(__file__).with_name("js")
 READ_CELLS_JS = (JS_DIR / "read_cells.js").read_text()
@@ -104,7 +104,7 @@ def check_notebook(browser, server, notebook_path: Path, screenshot_dir: Path,
             report.problems.append(f"Run All did not finish within {run_timeout_s:.0f} s")
         _wait_for_widgets(page, _Deadline(15))
         saved = _save_and_read(page, notebook_path, _Deadline(20))
-        report.problems += _cell_problems(page, saved, notebook_path)
+        report.problems += _cell_problems(page, saved)
 
         phase = time.monotonic()
         main_index = main_widget_cell_index(notebook_path)
@@ -117,10 +117,15 @@ def check_notebook(browser, server, notebook_path: Path, screenshot_dir: Path,
             if problem:
                 report.problems.append(problem)
             # Errors shown by the interaction itself (e.g. a traceback printed into an Output widget).
-            report.problems += [p for p in _cell_problems(page, None, notebook_path) if p not in report.problems]
+            report.problems += [p for p in _cell_problems(page, saved) if p not in report.problems]
         report.seconds["interact"] = time.monotonic() - phase
         report.screenshots = _screenshots(page, main_index, notebook_path.stem, screenshot_dir)
     finally:
+        if not report.screenshots:  # the check stopped early: still show what the page looked like
+            folder = Path(screenshot_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(folder / f"{notebook_path.stem}.png"))
+            report.screenshots = [folder / f"{notebook_path.stem}.png"]
         report.problems += [f"kernel error outside any cell (e.g. a widget callback): {text}"
                             for text in kernel_log.errors_outside_cells()]
         report.problems += [f"request to a host other than this machine: {url}"
@@ -154,8 +159,8 @@ def _wait_for_kernel(page, report: NotebookReport, deadline: _Deadline) -> None:
 
 
 def _run_all(page) -> None:
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
+    page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click()
 
 
 def _notebook_state(page) -> dict:
@@ -210,10 +215,13 @@ def _save_and_read(page, notebook_path: Path, deadline: _Deadline) -> dict | Non
     return None
 
 
-def _cell_problems(page, saved: dict | None, notebook_path: Path) -> list[str]:
+def _cell_problems(page, saved: dict | None) -> list[str]:
     """Errors, stuck or broken widgets, widgets shown as plain text, and cells Run All never reached."""
     cells = page.evaluate(READ_CELLS_JS)
     problems = []
+    if saved is None:
+        problems.append("could not save the scratch copy to read the outputs back, so whether each widget "
+                        "rendered as a widget was not checked")
     if saved is not None and len(saved["cells"]) != len(cells):
         problems.append(f"the page shows {len(cells)} cells but the notebook has {len(saved['cells'])}")
         saved = None
@@ -280,6 +288,7 @@ def _interact(page, cell, index: int, deadline: _Deadline) -> str | None:
 
 def _screenshots(page, main_index: int | None, stem: str, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(2, VIEWPORT["height"] - 2)  # park the pointer on the status bar: no hover styling
     whole = folder / f"{stem}.png"
     page.screenshot(path=str(whole))
     paths = [whole]
@@ -287,6 +296,8 @@ def _screenshots(page, main_index: int | None, stem: str, folder: Path) -> list[
         widget = folder / f"{stem}-main-widget.png"
         cell = page.locator(".jp-Notebook .jp-Cell").nth(main_index)
         output = cell.locator(".jp-Cell-outputArea")
-        (output if output.count() else cell).screenshot(path=str(widget))
+        box = output.bounding_box() if output.count() else None
+        # A cell that never ran has an empty, invisible output area: show the whole cell instead.
+        (output if box and box["height"] > 1 else cell).screenshot(path=str(widget), timeout=10_000)
         paths.append(widget)
     return paths

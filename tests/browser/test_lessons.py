@@ -1,0 +1,47 @@
+"""Every lesson, as a learner meets it: opened in JupyterLab in Chromium, Run All, then its main widget moved.
+
+Lessons are found by listing ``lessons/`` (the learner copies), so a new lesson is covered the day it
+lands, and fails here until it tags the cell showing its main widget with ``main-widget``.
+Set SAELAB_UPDATE_DOC_SCREENSHOTS=1 to refresh the README's pictures in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from lab_harness import check_notebook
+from lab_server import LabServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+LESSONS_DIR = REPO / "lessons"
+LESSONS = sorted(LESSONS_DIR.glob("[0-9][0-9]_*.ipynb"))
+DOC_SCREENSHOTS = REPO / "docs" / "screenshots"
+# Browser start, kernel start and rendering on top of the lesson's own fast-mode budget.
+RUN_SLACK = 1.5
+RUN_SLACK_S = 30
+
+
+def test_lessons_folder_has_lessons():
+    assert LESSONS, f"no lessons (NN_name.ipynb) found in {LESSONS_DIR}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[path.stem for path in LESSONS])
+def test_lesson_works_in_jupyterlab(lesson, browser, screenshot_dir, lesson_budgets, lesson_reports, tmp_path):
+    budget = lesson_budgets.get(lesson.name[:2])
+    assert budget, f"{lesson.name} has no fast-mode time budget in conftest.LESSON_BUDGET_S"
+    # A scratch copy of the whole folder: JupyterLab autosaves, and the harness saves to read outputs back.
+    root = tmp_path / "lessons"
+    shutil.copytree(LESSONS_DIR, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    with LabServer(root, tmp_path / "lab") as server:
+        report = check_notebook(browser, server, root / lesson.name, screenshot_dir,
+                                run_timeout_s=budget * RUN_SLACK + RUN_SLACK_S)
+    lesson_reports.append(report)
+    assert report.problems == [], report.describe()
+    if os.environ.get("SAELAB_UPDATE_DOC_SCREENSHOTS") == "1":
+        DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot_dir / f"{lesson.stem}-main-widget.png", DOC_SCREENSHOTS / f"{lesson.stem}.png")
