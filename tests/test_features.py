@@ -1,0 +1,141 @@
+"""Feature analysis on the tiny random model: the store's summaries equal brute force, and bad input is named."""
+
+import pytest
+import torch
+
+from saelab import features
+from saelab.corpus import tokenize_corpus
+from saelab.sae import SAE, SAEConfig
+
+HOOK = "blocks.2.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def sae():
+    torch.manual_seed(0)
+    return SAE(SAEConfig(d_in=32, d_sae=48, architecture="relu", metadata={"hook_name": HOOK}), seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_model, tiny_texts):
+    return tokenize_corpus(tiny_model, tiny_texts, seq_len=16)
+
+
+@pytest.fixture(scope="module")
+def store(tiny_model, sae, tokens):
+    return features.build_feature_store(tiny_model, sae, HOOK, tokens, n_top=5, rows_per_chunk=3, progress=False)
+
+
+def all_activations(model, sae, tokens):
+    return features.feature_activations(model, sae, HOOK, tokens)[:, 1:].reshape(-1, sae.cfg.d_sae)
+
+
+def test_store_keeps_each_features_true_top_activations_and_where_they_are(tiny_model, sae, tokens, store):
+    acts = all_activations(tiny_model, sae, tokens)
+    flat = torch.arange(tokens.numel()).view(tokens.shape)[:, 1:].reshape(-1)
+    values, rows = acts.T.topk(5, dim=1)
+    fired = values > 0
+    assert torch.allclose(store.top_values[fired], values[fired], atol=1e-5)
+    # the stored positions hold those values (the corpus repeats itself, so ties may pick other positions)
+    row_of = torch.full((tokens.numel(),), -1, dtype=torch.long)
+    row_of[flat] = torch.arange(len(flat))
+    feature_ids = torch.arange(sae.cfg.d_sae)[:, None].expand(-1, 5)
+    at_stored = acts[row_of[store.top_index.clamp(min=0)], feature_ids]
+    assert torch.allclose(at_stored[fired], store.top_values[fired], atol=1e-5)
+    assert (store.top_index[~fired] == -1).all()
+    assert torch.allclose(store.max_activation, values[:, 0].clamp(min=0), atol=1e-5)
+
+
+def test_store_density_histogram_and_means_match_the_activations(tiny_model, sae, tokens, store):
+    acts = all_activations(tiny_model, sae, tokens)
+    active = acts > 0
+    assert store.n_tokens == acts.shape[0]
+    assert torch.allclose(store.density, active.float().mean(0))
+    assert torch.equal(store.histogram.sum(1), active.sum(0))
+    mean = (acts * active).sum(0) / active.sum(0).clamp(min=1)
+    assert torch.allclose(store.mean_when_active, mean, atol=1e-5)
+
+
+def test_outlier_tokens_are_left_out_when_asked(tiny_model, sae, tokens):
+    norms = features.collect_activations(tiny_model, HOOK, tokens, progress=False).norm(dim=-1)
+    cut = norms.median().item()
+    store = features.build_feature_store(tiny_model, sae, HOOK, tokens, n_top=3, max_norm=cut, progress=False)
+    assert store.n_tokens == int((norms <= cut).sum())
+
+
+def test_store_round_trips_through_a_file_and_refuses_foreign_files(store, tmp_path):
+    path = store.save(tmp_path / "store.safetensors")
+    loaded = features.FeatureStore.load(path)
+    for name in ("tokens", "top_values", "top_index", "density", "histogram", "bin_edges"):
+        assert torch.equal(getattr(loaded, name), getattr(store, name))
+    assert loaded.metadata == store.metadata and loaded.n_tokens == store.n_tokens
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="garbage.safetensors"):
+        features.FeatureStore.load(garbage)
+    with pytest.raises(FileNotFoundError):
+        features.FeatureStore.load(tmp_path / "missing.safetensors")
+
+
+def test_an_interrupted_save_keeps_the_previous_store(store, tmp_path, monkeypatch):
+    path = store.save(tmp_path / "store.safetensors")
+    before = path.read_bytes()
+    monkeypatch.setattr(features, "save_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        store.save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["store.safetensors"]
+
+
+def test_top_contexts_centre_on_the_stored_peak(tiny_model, sae, store):
+    feature = int(store.max_activation.argmax())
+    contexts = features.top_contexts(tiny_model, sae, store, feature, n=3, before=4, after=2)
+    assert len(contexts) == 3
+    for context in contexts:
+        assert context.activations[context.peak] == pytest.approx(context.value, abs=1e-4)
+        assert max(context.activations) == pytest.approx(context.value, abs=1e-4) or len(context.tokens) <= 7
+        assert len(context.tokens) == len(context.activations) <= 7
+    assert contexts[0].value >= contexts[1].value >= contexts[2].value
+
+
+def test_logit_effects_follow_the_decoder_direction_through_the_unembedding(tiny_model):
+    sae = SAE(SAEConfig(d_in=32, d_sae=8, architecture="relu"), seed=0)
+    target = 123
+    with torch.no_grad():
+        sae.W_dec[3] = tiny_model.W_U[:, target] / tiny_model.ln_final.w  # points straight at one token
+    up, down = features.logit_effects(tiny_model, sae, 3, k=5)
+    assert up[0][0] == tiny_model.tokenizer.decode([target])
+    assert [v for _, v in up] == sorted((v for _, v in up), reverse=True)
+    assert all(v_down <= v_up for (_, v_down), (_, v_up) in zip(down, up))
+
+
+def test_features_on_text_lists_each_tokens_strongest_features(tiny_model, sae):
+    rows = features.features_on_text(tiny_model, sae, HOOK, "The quick brown fox", k=3)
+    tokens = tiny_model.to_tokens("The quick brown fox")
+    assert [word for word, _ in rows] == tiny_model.to_str_tokens(tokens[0, 1:])
+    acts = features.feature_activations(tiny_model, sae, HOOK, tokens)[0, 1:]
+    for (word, top), row in zip(rows, acts):
+        assert [f for f, _ in top] == row.topk(3).indices[: len(top)].tolist()
+
+
+def test_search_ranks_features_by_activation_relative_to_their_corpus_maximum(tiny_model, sae, store):
+    found = features.search_features(tiny_model, sae, store, "brown fox", k=4)
+    assert found and [v for _, v in found] == sorted((v for _, v in found), reverse=True)
+    acts = features.feature_activations(tiny_model, sae, HOOK, tiny_model.to_tokens("brown fox"))[0, 1:]
+    f, v = found[0]
+    assert v == pytest.approx(acts[:, f].max().item() / store.max_activation[f].item(), rel=1e-4)
+
+
+def test_bad_inputs_are_refused_with_one_line_errors(tiny_model, sae, store, tokens):
+    cases = [
+        (lambda: features.logit_effects(tiny_model, sae, 48), "feature must be an integer in 0..47"),
+        (lambda: features.top_contexts(tiny_model, sae, store, -1), "feature must be an integer in 0..47"),
+        (lambda: features.features_on_text(tiny_model, sae, HOOK, "   "), "text must be a non-empty string"),
+        (lambda: features.build_feature_store(tiny_model, SAE(SAEConfig(d_in=16, d_sae=8), seed=0), HOOK, tokens),
+         "d_in=16 but the model's d_model is 32"),
+        (lambda: features.feature_activations(tiny_model, sae, "blocks.1.hook_resid_post", tokens),
+         "trained on 'blocks.2.hook_resid_post', not on hook_name='blocks.1.hook_resid_post'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as error:
+            call()
+        assert message in str(error.value) and "\n" not in str(error.value)
