@@ -106,6 +106,8 @@ def _proc_status_kb(field: str) -> int:
 def peak_rss_child(rows: int, d_in: int, d_sae: int, batch: int, steps: int) -> None:
     """Run in a subprocess: RSS before the data, then peak RSS while training relu and topk on it."""
     torch.set_num_threads(1)  # memory, not speed: keep the shared machine free
+    # A tiny warm-up run first: the first optimiser step imports ~100 MB of torch modules, which is not data.
+    train_sae(SAE(SAEConfig(d_in, 16, "relu")), torch.randn(256, d_in), steps=2, batch_size=128, progress=False)
     base_kb = _proc_status_kb("VmHWM")  # (ru_maxrss would carry the parent's peak over the exec)
     acts = torch.empty(rows, d_in)
     for start in range(0, rows, 65536):  # filled in chunks: a temporary the size of the data would skew the peak
@@ -134,7 +136,7 @@ def main() -> None:
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
     if args.quick:
-        d_in, d_sae, batch, k, steps, repeats, rss_rows = 64, 512, 1024, 8, args.steps or 5, args.repeats or 3, 50_000
+        d_in, d_sae, batch, k, steps, repeats, rss_rows = 64, 512, 1024, 8, args.steps or 5, args.repeats or 3, 400_000
     else:
         d_in, d_sae, batch, k, steps, repeats, rss_rows = 576, 4608, 4096, 32, args.steps or 8, args.repeats or 5, 1_000_000
     acts = torch.randn(steps * batch, d_in, generator=torch.Generator().manual_seed(0))

@@ -143,7 +143,9 @@ class SAEOutput(NamedTuple):
     reconstruction: Float[Tensor, "batch d_in"]
     """The decoded input, ``feature_acts @ W_dec + b_dec``."""
     feature_acts: Float[Tensor, "batch d_sae"]
-    """Latent activations (dense; for TopK, zero outside each row's k winners)."""
+    """Latent activations (zero outside each row's k winners for TopK). Dense, unless ``forward`` was asked for
+    ``dense_feature_acts=False`` on a TopK SAE: then a sparse COO tensor of the same shape (the trainer does
+    this, to skip writing a (batch, d_sae) matrix of zeros every step)."""
     loss: Float[Tensor, ""]
     """``mse + sparsity_loss + aux_loss``."""
     mse: Float[Tensor, ""]
@@ -254,7 +256,7 @@ class SAE(nn.Module):
         return F.embedding_bag(idx_BK, self.W_dec, per_sample_weights=values_BK, mode="sum") + self.b_dec
 
     def forward(self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None,
-                sparsity_scale: float = 1.0) -> SAEOutput:
+                sparsity_scale: float = 1.0, dense_feature_acts: bool = True) -> SAEOutput:
         """Encode, decode and compute the training loss.
 
         ``dead_mask`` (d_sae bools, latents that have not fired for a while) feeds TopK's AuxK loss;
@@ -268,9 +270,15 @@ class SAE(nn.Module):
         if cfg.architecture == "topk":
             values_BK, idx_BK = self._topk(pre_BF)
             recon_BD = self.decode_sparse(values_BK, idx_BK)
-            # Dense codes are built without autograd: the gradient flows through the k winners only.
+            # Codes for the output are built without autograd: the gradient flows through the k winners only.
             with torch.no_grad():
-                f_BF = torch.zeros_like(pre_BF).scatter_(-1, idx_BK, values_BK)
+                if dense_feature_acts:
+                    f_BF = torch.zeros_like(pre_BF).scatter_(-1, idx_BK, values_BK)
+                else:
+                    rows_BK = torch.arange(x_BD.shape[0]).unsqueeze(1).expand_as(idx_BK)
+                    f_BF = torch.sparse_coo_tensor(torch.stack([rows_BK.flatten(), idx_BK.flatten()]),
+                                                   values_BK.detach().flatten(), pre_BF.shape,
+                                                   check_invariants=False)
                 fired_F = torch.zeros(cfg.d_sae, dtype=torch.bool).index_fill_(0, idx_BK[values_BK > 0], True)
             sparsity = zero
             if dead_mask is not None and cfg.aux_k_coefficient > 0 and bool(dead_mask.any()):
@@ -289,7 +297,9 @@ class SAE(nn.Module):
                 fired_F = counts_F.detach() > 0
             recon_BD = torch.addmm(self.b_dec, f_BF, self.W_dec)
         mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
-        return SAEOutput(recon_BD.reshape(x.shape), f_BF.reshape(*x.shape[:-1], cfg.d_sae),
+        if not f_BF.is_sparse:
+            f_BF = f_BF.reshape(*x.shape[:-1], cfg.d_sae)
+        return SAEOutput(recon_BD.reshape(x.shape), f_BF,
                          mse + sparsity + aux, mse, sparsity, aux, fired_F)
 
     def _aux_k_loss(self, residual_BD: Tensor, pre_BF: Tensor, dead_mask: Tensor) -> Tensor:

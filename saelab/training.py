@@ -174,6 +174,8 @@ def train_sae(
     b_dec_init: ``geometric_median``, ``mean`` or ``none`` (from a sample of up to 4096 rows).
     normalize: scale inputs to unit mean squared norm while training; folded into the weights afterwards.
     dead_after_rows: a latent is dead once it has not fired for this many rows (AuxK / resampling / history).
+    log_every: steps between history entries (default: ~100 entries, at least 10 steps apart; the last step is
+        always logged).
     resample_at: fractions of training at which dead ReLU latents are resampled (default 0.25 and 0.5 for relu).
     num_threads: torch threads while training (restored afterwards). Default: 1 for small SAEs
         (d_in * d_sae < 2**20), whose many short kernels lose more to thread hand-offs than they gain,
@@ -244,7 +246,8 @@ def train_sae(
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=True)
     warmup = warmup_steps or max(1, steps // 100)
     sparsity_warmup = max(1, int(steps * sparsity_warmup_fraction))
-    log_every = log_every or max(1, steps // 100)
+    # Logging reads the whole (batch, d_sae) code matrix once more: at most ~100 points, at least 10 steps apart.
+    log_every = log_every or max(10, steps // 100)
     if resample_at is None:
         resample_at = (0.25, 0.5) if cfg.architecture == "relu" else ()
     resample_steps = {int(f * steps) for f in resample_at if 0 < f < 1}
@@ -273,7 +276,7 @@ def train_sae(
                 group["lr"] = lr * factor
             dead_F = rows_since_fired_F >= dead_after
             out = sae(x_BD, dead_mask=dead_F if cfg.architecture == "topk" else None,
-                      sparsity_scale=min(1.0, (step + 1) / sparsity_warmup))
+                      sparsity_scale=min(1.0, (step + 1) / sparsity_warmup), dense_feature_acts=False)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.normalize_decoder:
@@ -331,7 +334,8 @@ def _log(history: TrainHistory, step: int, out, x_BD: Tensor, dead_F: Tensor, lr
     history.mse.append(float(out.mse))
     history.sparsity_loss.append(float(out.sparsity_loss))
     history.aux_loss.append(float(out.aux_loss))
-    history.l0.append(float((out.feature_acts > 0).sum()) / x_BD.shape[0])
+    codes = out.feature_acts._values() if out.feature_acts.is_sparse else out.feature_acts
+    history.l0.append(float(torch.count_nonzero(codes)) / x_BD.shape[0])
     history.fvu.append(float(out.mse / variance.clamp_min(1e-12)))
     history.dead_fraction.append(float(dead_F.float().mean()))
     history.lr.append(lr)

@@ -156,3 +156,12 @@ def test_embedding_bag_decode_is_the_dense_product():
     assert torch.allclose(sae.decode_sparse(values, idx), dense @ sae.W_dec + sae.b_dec, atol=1e-6)
     assert torch.allclose(F.embedding_bag(idx, sae.W_dec, per_sample_weights=values, mode="sum"),
                           dense @ sae.W_dec, atol=1e-6)
+
+
+def test_sparse_codes_on_request_equal_the_dense_ones():
+    sae = SAE(SAEConfig(8, 32, "topk", k=3), seed=1)
+    x = torch.randn(10, 8)
+    dense, sparse = sae(x), sae(x, dense_feature_acts=False)
+    assert sparse.feature_acts.is_sparse and not dense.feature_acts.is_sparse
+    assert torch.equal(sparse.feature_acts.to_dense(), dense.feature_acts)
+    assert torch.equal(sparse.loss, dense.loss) and torch.equal(sparse.fired, dense.fired)
