@@ -1,0 +1,182 @@
+"""One command from a chat model to a shipped SAE: corpus -> harvest -> train -> evaluate -> files.
+
+    python -m saelab.train --layer 15 --d-sae 9216 --k 32 --out saelab/assets/sae/...
+
+Steps, each resumable or cheap to repeat: tokenise the offline corpus plus the written concept slices; harvest
+the hook's activations into an on-disk store (resumes after an interruption); drop outlier tokens (norm above
+``max_norm``); train a TopK SAE with ``train_sae``; evaluate on held-out rows (L0, FVU, dead fraction, CE loss
+recovered); write the SAE (SAELens layout), ``metrics.json`` and a feature store for the dashboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from saelab import concepts, corpus, lm
+from saelab.features import build_feature_store
+from saelab.harvest import ActivationStore, collect_activations
+from saelab.metrics import evaluate
+from saelab.sae import SAE, SAEConfig
+from saelab.splice import ce_loss_recovered
+from saelab.training import train_sae
+
+
+@dataclass
+class Recipe:
+    """Everything that decides the shipped SAE; written into ``metrics.json`` so a result names its recipe."""
+
+    model: str = lm.DEFAULT_MODEL
+    """Model to read activations from."""
+    layer: int = 15
+    """Block whose ``hook_resid_post`` the SAE reads."""
+    sources: list[str] | None = None
+    """Built-in corpus sources (None: all of ``saelab.corpus.SOURCES``)."""
+    concept_repeats: int = 1
+    """How many times each written concept passage enters the corpus (0 leaves the slices out)."""
+    max_tokens: int = 2_000_000
+    """Tokens to tokenise (BOS included), held-out rows among them."""
+    seq_len: int = 128
+    """Tokens per row (context window of each forward pass)."""
+    heldout_fraction: float = 0.02
+    """Rows kept out of training for evaluation."""
+    max_norm: float = 1000.0
+    """Activations with a larger norm (rare outliers, ~1e-4 of tokens) are dropped from training and evaluation."""
+    d_sae: int = 4608
+    """Dictionary size."""
+    k: int = 32
+    """Active latents per token (TopK)."""
+    epochs: int = 1
+    """Passes over the training activations."""
+    batch_size: int = 4096
+    """Rows per training step."""
+    lr: float = 5e-4
+    """Peak learning rate."""
+    harvest_dtype: str = "bfloat16"
+    """Compute dtype of the harvest: ``bfloat16`` (fast on CPUs with bf16 units) or ``float32``."""
+    feature_store_rows: int = 2048
+    """Corpus rows encoded into the feature store (top examples, densities) for the dashboard."""
+    seed: int = 0
+    """Seeds the corpus shuffle and the SAE's initialisation and batches."""
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("layer", "max_tokens", "seq_len", "d_sae", "k", "epochs", "batch_size", "feature_store_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "layer" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'layer' else 'positive'} integer, "
+                                 f"got {value!r}")
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        if self.concept_repeats < 0:
+            raise ValueError(f"concept_repeats must be >= 0, got {self.concept_repeats}")
+        if self.harvest_dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"harvest_dtype must be 'bfloat16' or 'float32', got {self.harvest_dtype!r}")
+        if not self.lr > 0 or not self.max_norm > 0:
+            raise ValueError("lr and max_norm must be > 0")
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.hook_resid_post"
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as file:
+        json.dump(data, file, indent=2)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+def build_tokens(model, recipe: Recipe, progress: bool = True) -> torch.Tensor:
+    """The corpus with the concept slices mixed in, packed into rows and shuffled (seeded)."""
+    texts = corpus.load_texts(recipe.sources, seed=recipe.seed)
+    texts += concepts.all_passages(repeats=recipe.concept_repeats) if recipe.concept_repeats else []
+    generator = torch.Generator().manual_seed(recipe.seed)
+    texts = [texts[i] for i in torch.randperm(len(texts), generator=generator).tolist()]
+    return corpus.tokenize_corpus(model, texts, seq_len=recipe.seq_len, max_tokens=recipe.max_tokens,
+                                  progress=progress)
+
+
+def run(recipe: Recipe, out: Path, work_dir: Path | None = None, progress: bool = True) -> dict:
+    """Build the SAE described by ``recipe`` into ``out``; return the metrics written to ``out/metrics.json``."""
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = lm.load_model(recipe.model)
+    tokens = build_tokens(model, recipe, progress)
+    n_heldout = max(1, int(round(tokens.shape[0] * recipe.heldout_fraction)))
+    if tokens.shape[0] - n_heldout < 1:
+        raise ValueError(f"the corpus packs into only {tokens.shape[0]} rows: too few to hold out {n_heldout}")
+    train_tokens, heldout_tokens = tokens[:-n_heldout], tokens[-n_heldout:]
+
+    work_dir = Path(work_dir) if work_dir is not None else lm.cache_dir() / "harvests"
+    store_dir = work_dir / f"{recipe.model}-L{recipe.layer}-{tokens.shape[0]}x{recipe.seq_len}-seed{recipe.seed}"
+    dtype = torch.bfloat16 if recipe.harvest_dtype == "bfloat16" else torch.float32
+    harvest_started = time.perf_counter()
+    store = collect_activations(model, recipe.hook_name, train_tokens, dtype=dtype, out_dir=store_dir,
+                                progress=progress, replace_different=True)
+    harvest_seconds = time.perf_counter() - harvest_started
+    activations = store.load() if isinstance(store, ActivationStore) else store
+    norms = activations.float().norm(dim=-1)
+    keep = norms <= recipe.max_norm
+    activations = activations[keep]
+
+    sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=recipe.d_sae, architecture="topk", k=recipe.k,
+                        metadata={"model_name": recipe.model, "hook_name": recipe.hook_name,
+                                  "hook_layer": recipe.layer, "context_size": recipe.seq_len,
+                                  "prepend_bos": True}), seed=recipe.seed)
+    history = train_sae(sae, activations, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                        seed=recipe.seed, progress=progress)
+    del activations
+
+    heldout = collect_activations(model, recipe.hook_name, heldout_tokens, dtype=dtype, progress=False).float()
+    heldout_kept = heldout[heldout.norm(dim=-1) <= recipe.max_norm]
+    evaluation = evaluate(sae, heldout_kept)
+    splice = ce_loss_recovered(model, sae, recipe.hook_name, heldout_tokens[:64], progress=progress)
+    sae.save(out)
+
+    store_rows = train_tokens[: recipe.feature_store_rows]
+    build_feature_store(model, sae, recipe.hook_name, store_rows, max_norm=recipe.max_norm,
+                        progress=progress).save(out / "feature_store.safetensors")
+    metrics = {
+        **evaluation.as_dict(), **splice.as_dict(),
+        "train_tokens": int(keep.numel()), "train_tokens_kept": int(keep.sum()),
+        "outliers_dropped": int((~keep).sum()), "heldout_tokens": int(heldout_kept.shape[0]),
+        "train_steps": history.steps, "train_rows_per_second": history.rows_per_second,
+        "harvest_seconds": harvest_seconds, "wall_seconds": time.perf_counter() - started,
+        "recipe": dataclasses.asdict(recipe), "command": " ".join(["python -m saelab.train", *sys.argv[1:]]),
+        "torch": torch.__version__,
+    }
+    _write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train an SAE on a chat model's residual stream, end to end.")
+    defaults = Recipe()
+    for f in dataclasses.fields(Recipe):
+        if f.name in ("notes", "sources"):
+            continue
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
+                            default=getattr(defaults, f.name))
+    parser.add_argument("--sources", nargs="*", default=None, help="built-in corpus sources (default: all)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the SAE, metrics.json, feature store")
+    parser.add_argument("--work-dir", type=Path, default=None, help="where the resumable harvest is kept")
+    args = vars(parser.parse_args(argv))
+    out, work_dir = args.pop("out"), args.pop("work_dir")
+    metrics = run(Recipe(**args), out, work_dir)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "recipe"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

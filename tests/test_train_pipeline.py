@@ -1,0 +1,39 @@
+"""The end-to-end SAE command, test-sized: the same code path that builds the shipped SAE."""
+
+import json
+
+import pytest
+
+from saelab import train
+from saelab.features import FeatureStore
+from saelab.sae import SAE
+
+
+@pytest.mark.slow
+def test_a_test_sized_run_writes_a_loadable_sae_metrics_and_a_feature_store(tmp_path):
+    out = tmp_path / "sae"
+    train.main(["--sources", "python_topics", "--max-tokens", "4000", "--seq-len", "64", "--d-sae", "1152",
+                "--k", "8", "--epochs", "2", "--batch-size", "512", "--feature-store-rows", "8",
+                "--out", str(out), "--work-dir", str(tmp_path / "work")])
+    sae = SAE.load(out)
+    assert sae.cfg.d_in == 576 and sae.cfg.d_sae == 1152 and sae.cfg.k == 8
+    assert sae.cfg.metadata["hook_name"] == "blocks.15.hook_resid_post"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["l0"] == pytest.approx(8.0)
+    assert 0 < metrics["fvu"] < 1
+    assert metrics["zero_ablated"] > metrics["spliced"] > metrics["clean"] - 0.5
+    assert 0 < metrics["ce_loss_recovered"] <= 1.05
+    assert metrics["train_tokens_kept"] + metrics["outliers_dropped"] == metrics["train_tokens"]
+    assert metrics["recipe"]["layer"] == 15 and metrics["command"].startswith("python -m saelab.train")
+    store = FeatureStore.load(out / "feature_store.safetensors")
+    assert store.d_sae == 1152 and store.metadata["hook_name"] == "blocks.15.hook_resid_post"
+    assert (store.max_activation > 0).sum() > 0
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    (dict(layer=-1), "layer"), (dict(d_sae=0), "d_sae"), (dict(heldout_fraction=1.0), "heldout_fraction"),
+    (dict(harvest_dtype="int8"), "harvest_dtype"), (dict(concept_repeats=-1), "concept_repeats"),
+])
+def test_a_bad_recipe_is_refused_naming_the_setting(kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        train.Recipe(**kwargs)
