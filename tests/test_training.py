@@ -168,3 +168,14 @@ def test_threads_are_restored():
     train_sae(SAE(SAEConfig(8, 16, "relu")), torch.randn(512, 8), steps=2, batch_size=256, progress=False,
               num_threads=1)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_jumprelu_learns_thresholds_and_features(small_data):
+    data, train, test = small_data
+    cfg = SAEConfig(32, 192, "jumprelu", l0_coefficient=0.01, jumprelu_init_threshold=0.1, jumprelu_bandwidth=0.05)
+    sae = SAE(cfg, seed=0)
+    train_sae(sae, train, epochs=4, batch_size=512, lr=1e-2, progress=False)
+    ev, match = evaluate(sae, test), match_features(sae, data.directions)
+    assert match.mmcs > 0.85 and ev.fvu < 0.1 and ev.l0 < 4, (match.mmcs, ev.fvu, ev.l0)
+    assert (sae.threshold - 0.1).abs().max() > 0.01  # the straight-through estimator moved the thresholds
