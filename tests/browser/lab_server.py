@@ -6,6 +6,7 @@ directory, so nothing a learner (or a previous lesson) left behind can change wh
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import socket
@@ -109,6 +110,26 @@ class LabServer:
             except OSError:
                 time.sleep(0.25)
         raise TimeoutError(f"JupyterLab did not answer within {STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def shutdown_kernels(self) -> None:
+        """Stop every kernel (and its session), so the next notebook starts from nothing."""
+        # The server wants its XSRF cookie echoed in a header on DELETE, as JupyterLab itself does.
+        cookies = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+        opener.open(f"{self.url}/lab", timeout=30).close()
+        xsrf = {"X-XSRFToken": next(c.value for c in cookies if c.name == "_xsrf")}
+        for kind in ("sessions", "kernels"):
+            with opener.open(f"{self.url}/api/{kind}", timeout=10) as response:
+                running = json.load(response)
+            for item in running:
+                request = urllib.request.Request(f"{self.url}/api/{kind}/{item['id']}", method="DELETE",
+                                                 headers=xsrf)
+                with opener.open(request, timeout=30):
+                    pass
+
+    def running_kernels(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/api/kernels", timeout=10) as response:
+            return len(json.load(response))
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():

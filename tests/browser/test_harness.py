@@ -72,7 +72,10 @@ def server(scratch, tmp_path_factory):
 
 
 def check(browser, lab, notebook, tmp_path):
-    return check_notebook(browser, lab, notebook, tmp_path / "shots", run_timeout_s=RUN_TIMEOUT_S)
+    try:
+        return check_notebook(browser, lab, notebook, tmp_path / "shots", run_timeout_s=RUN_TIMEOUT_S)
+    finally:
+        lab.shutdown_kernels()
 
 
 def test_working_slider_explorer_passes(browser, server, scratch, tmp_path):

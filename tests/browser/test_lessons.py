@@ -30,17 +30,28 @@ def test_lessons_folder_has_lessons():
     assert LESSONS, f"no lessons (NN_name.ipynb) found in {LESSONS_DIR}"
 
 
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """One server for all lessons (its start-up costs ~6 s); each lesson gets its own folder and kernel."""
+    with LabServer(tmp_path_factory.mktemp("served"), tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
 @pytest.mark.parametrize("lesson", LESSONS, ids=[path.stem for path in LESSONS])
-def test_lesson_works_in_jupyterlab(lesson, browser, screenshot_dir, lesson_budgets, lesson_reports, tmp_path):
+def test_lesson_works_in_jupyterlab(lesson, lab, browser, screenshot_dir, lesson_budgets, lesson_reports):
     budget = lesson_budgets.get(lesson.name[:2])
     assert budget, f"{lesson.name} has no fast-mode time budget in conftest.LESSON_BUDGET_S"
-    # A scratch copy of the whole folder: JupyterLab autosaves, and the harness saves to read outputs back.
-    root = tmp_path / "lessons"
-    shutil.copytree(LESSONS_DIR, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    with LabServer(root, tmp_path / "lab") as server:
-        report = check_notebook(browser, server, root / lesson.name, screenshot_dir,
+    # A fresh copy of the whole folder per lesson: JupyterLab autosaves, the harness saves to read outputs
+    # back, and a lesson may write files next to itself; none of that may reach the next lesson.
+    folder = lab.root_dir / lesson.stem / "lessons"
+    shutil.copytree(LESSONS_DIR, folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    try:
+        report = check_notebook(browser, lab, folder / lesson.name, screenshot_dir,
                                 run_timeout_s=budget * RUN_SLACK + RUN_SLACK_S)
+    finally:
+        lab.shutdown_kernels()  # the next lesson starts on a fresh kernel, and this one frees its memory
     lesson_reports.append(report)
+    assert lab.running_kernels() == 0
     assert report.problems == [], report.describe()
     if os.environ.get("SAELAB_UPDATE_DOC_SCREENSHOTS") == "1":
         DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
