@@ -5,8 +5,9 @@ Harvest setting: the embedded SmolLM2-135M-Instruct, ``blocks.15.hook_resid_post
 The reference is what a careful person would write with plain transformers: the same weights with the decoder
 cut to 16 layers and its final norm made the identity, ``model.model(tokens, output_hidden_states=True)`` under ``torch.inference_mode`` (no LM head).
 bf16: both run the fp32 weights under ``torch.autocast(bfloat16)``; "bf16 weights" loads both in bfloat16.
-Generation: ``lm.chat``'s path (bridge ``generate`` with KV cache, greedy) against ``transformers.generate``
-(greedy, KV cache), the same prompt and the same number of new tokens.
+Generation: ``lm.chat``'s path (``lm.generate``: the bridge's ``generate`` with KV cache, greedy, one thread)
+against ``transformers.generate`` (greedy, KV cache) with torch's default threads and with one thread; the same
+prompt and the same number of new tokens.
 Ours and the reference are interleaved in each repeat; medians of tok/s and of the per-repeat ratios.
 
     python benchmarks/harvest_throughput.py            # full run (a few minutes)
@@ -76,18 +77,24 @@ def generation(model, hf_model, new_tokens, repeats):
 
     def ours():
         start = time.perf_counter()
-        model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, stop_at_eos=False,
-                       use_past_kv_cache=True, verbose=False, return_type="tokens")
+        lm.generate(model, prompt, max_new_tokens=new_tokens, stop_at_eos=False)  # lm.chat's path
         return new_tokens / (time.perf_counter() - start)
 
-    def plain():
-        start = time.perf_counter()
-        with torch.inference_mode():
-            hf_model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                              use_cache=True)
-        return new_tokens / (time.perf_counter() - start)
+    def plain(threads):
+        def run():
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                hf_model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                  use_cache=True)
+            torch.set_num_threads(before)
+            return new_tokens / (time.perf_counter() - start)
+        return run
 
-    return compare(f"generate {new_tokens} tokens (fp32)", ours, plain, repeats)
+    threads = torch.get_num_threads()
+    return [compare(f"generate {new_tokens} tok vs HF ({threads} thr)", ours, plain(threads), repeats),
+            compare(f"generate {new_tokens} tok vs HF (1 thr)", ours, plain(1), repeats)]
 
 
 def main() -> None:
@@ -125,7 +132,7 @@ def main() -> None:
     del bf16_model, plain16
 
     hf_full, _ = lm.load_default_hf()
-    results.append(generation(model, hf_full, new_tokens, repeats))
+    results.extend(generation(model, hf_full, new_tokens, repeats))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=1)

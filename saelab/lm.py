@@ -15,15 +15,17 @@ network (or the hub's local cache).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # The name TransformerLens knows the architecture by; with hf_model given it reads the config from the model.
@@ -206,6 +208,60 @@ def chat_tokens(model, prompt: str, system: str | None = None) -> torch.Tensor:
     return model.to_tokens(text, prepend_bos=False)
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Temporarily use ``threads`` intra-op threads (None: leave torch's setting), restored on every exit."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def generate(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    max_new_tokens: int = 64,
+    *,
+    temperature: float = 0.0,
+    fwd_hooks: Sequence[Hook] = (),
+    stop_at_eos: bool = True,
+    threads: int | None = 1,
+    seed: int | None = None,
+) -> Int[Tensor, "batch new"]:
+    """Continue ``tokens`` with the key/value cache and return only the new tokens.
+
+    Greedy when ``temperature == 0`` (reproducible), else sampled. ``fwd_hooks`` are ``(hook_name, fn)`` pairs
+    active for the whole generation (a steering hook, say) and removed afterwards, even if generation fails.
+    ``threads``: decoding runs one token at a time, whose small matrix products gain little from a second
+    thread but pay for synchronising it; on a busy 2-core CPU one thread decoded ~10x faster than two
+    (measured 7.5-9.8 vs 0.8-0.9 tok/s). On CUDA this setting does not matter.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    sample = temperature > 0
+    with _torch_threads(threads), model.hooks(fwd_hooks=list(fwd_hooks)):
+        out = model.generate(
+            tokens,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else 1.0,
+            use_past_kv_cache=True,
+            stop_at_eos=stop_at_eos,
+            return_type="tokens",
+            verbose=False,
+        )
+    return out[:, tokens.shape[1]:]
+
+
 def chat(
     model,
     prompt: str,
@@ -215,38 +271,10 @@ def chat(
     temperature: float = 0.0,
     fwd_hooks: Sequence[Hook] = (),
     seed: int | None = None,
+    threads: int | None = 1,
 ) -> str:
-    """Ask the model one question and return only its reply text.
-
-    Greedy when ``temperature == 0`` (the default, reproducible), else sampled. ``fwd_hooks`` are
-    ``(hook_name, fn)`` pairs active during the whole generation (e.g. a steering hook) and removed afterwards,
-    even if generation fails.
-    """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    """Ask the model one question and return only its reply text (see :func:`generate` for the options)."""
     tokens = chat_tokens(model, prompt, system)
-    if seed is not None:
-        torch.manual_seed(seed)
-    sample = temperature > 0
-    with model.hooks(fwd_hooks=list(fwd_hooks)):
-        out = model.generate(
-            tokens,
-            max_new_tokens=max_new_tokens,
-            do_sample=sample,
-            temperature=temperature if sample else 1.0,
-            use_past_kv_cache=True,
-            stop_at_eos=True,
-            return_type="tokens",
-            verbose=False,
-        )
-    reply = out[0, tokens.shape[1]:]
-    return model.tokenizer.decode(reply, skip_special_tokens=True).strip()
-
-
-def timed_load(**kwargs) -> tuple[object, float]:
-    """``load_model(**kwargs)`` and the seconds it took (for lessons and benchmarks)."""
-    start = time.perf_counter()
-    model = load_model(**kwargs)
-    return model, time.perf_counter() - start
+    reply = generate(model, tokens, max_new_tokens, temperature=temperature, fwd_hooks=fwd_hooks, seed=seed,
+                     threads=threads)
+    return model.tokenizer.decode(reply[0], skip_special_tokens=True).strip()

@@ -49,15 +49,18 @@ def test_chat_prompt_has_one_bos(tiny_model):
 
 
 def test_chat_hooks_run_during_generation_and_are_removed(tiny_model):
-    calls = []
+    calls, threads_seen = [], set()
+    threads_before = torch.get_num_threads()
 
     def count(activation, hook):
         calls.append(activation.shape[1])
+        threads_seen.add(torch.get_num_threads())
         return activation
 
     reply = lm.chat(tiny_model, "hello", max_new_tokens=3, fwd_hooks=[("blocks.1.hook_resid_post", count)])
     assert isinstance(reply, str)
     assert calls and calls[0] > 1 and set(calls[1:]) <= {1}  # prompt once, then one token at a time (KV cache)
+    assert threads_seen == {1} and torch.get_num_threads() == threads_before  # decoding on one thread
     n = len(calls)
     tiny_model(tiny_model.to_tokens("hello"))
     assert len(calls) == n
@@ -68,6 +71,17 @@ def test_chat_hooks_run_during_generation_and_are_removed(tiny_model):
     with pytest.raises(RuntimeError, match="boom"):
         lm.chat(tiny_model, "hello", max_new_tokens=2, fwd_hooks=[("blocks.1.hook_resid_post", explode)])
     assert all(not point.fwd_hooks for point in tiny_model.hook_dict.values())
+    assert torch.get_num_threads() == threads_before
+
+
+def test_generate_returns_only_new_tokens(tiny_model):
+    prompt = lm.chat_tokens(tiny_model, "hello")
+    new = lm.generate(tiny_model, prompt, max_new_tokens=4, stop_at_eos=False, threads=None)
+    assert new.shape == (1, 4)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        lm.generate(tiny_model, prompt, max_new_tokens=0)
+    with pytest.raises(ValueError, match="threads must be >= 1 or None"):
+        lm.generate(tiny_model, prompt, threads=0)
 
 
 def test_interrupted_cache_write_leaves_nothing_behind(fresh_tiny_hf, tmp_path, monkeypatch):
