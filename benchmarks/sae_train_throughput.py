@@ -151,12 +151,19 @@ def main() -> None:
     }
     for name, run in trainers.items():  # one untimed warm-up each (allocator, thread pool, kernels)
         run()
-    for _ in range(repeats):
-        for name, run in trainers.items():
-            runs.setdefault(name, []).append(steps * batch / run())
+    gflops_runs = [gflops]
+    names = list(trainers)
+    for repeat in range(repeats):
+        # Reverse the order every other repeat, so that a slow stretch of a busy machine hits both sides.
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            runs.setdefault(name, []).append(steps * batch / trainers[name]())
+        gflops_runs.append(matmul_gflops(batch, d_in, d_sae))
+    gflops = statistics.median(gflops_runs)
     rows_per_s = {name: statistics.median(v) for name, v in runs.items()}
-    best_plain = {"relu": rows_per_s["plain relu"],
-                  "topk": max(rows_per_s["plain topk, dense decode"], rows_per_s["plain topk, k-winner decode"])}
+    best_topk = max(("plain topk, dense decode", "plain topk, k-winner decode"), key=rows_per_s.get)
+    # Ratios from runs made next to each other (same repeat), then the median: steadier than a ratio of medians.
+    paired = {"relu": [o / p for o, p in zip(runs["ours relu"], runs["plain relu"])],
+              "topk": [o / p for o, p in zip(runs["ours topk"], runs[best_topk])]}
     # A dense ReLU step is five (batch x d_in x d_sae) GEMMs (2 forward, 3 backward): the matmul-bound ceiling.
     ceiling = gflops * 1e9 / (5 * 2 * d_in * d_sae)
     rss = subprocess.run([sys.executable, __file__, "--rss-child", str(rss_rows), str(d_in), str(d_sae), str(batch),
@@ -166,20 +173,22 @@ def main() -> None:
         "setting": dict(d_in=d_in, d_sae=d_sae, batch=batch, k=k, steps=steps, repeats=repeats,
                         threads=torch.get_num_threads(), torch=torch.__version__),
         "matmul_gflops": gflops, "dense_step_ceiling_rows_per_s": ceiling, "rows_per_s": rows_per_s,
-        "ratio_relu": rows_per_s["ours relu"] / best_plain["relu"],
-        "ratio_topk": rows_per_s["ours topk"] / best_plain["topk"], "memory": mem,
+        "ratio_relu": statistics.median(paired["relu"]), "ratio_topk": statistics.median(paired["topk"]),
+        "paired_ratios": paired, "best_plain_topk": best_topk, "memory": mem,
     }
     if args.json:
         print(json.dumps(result))
         return
     print(f"d_in {d_in}, d_sae {d_sae}, batch {batch}, k {k}; {steps} steps x {repeats} repeats, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"fp32 matmul ({batch}x{d_in} @ {d_in}x{d_sae}): {gflops:.0f} GFLOP/s "
+    print(f"fp32 matmul ({batch}x{d_in} @ {d_in}x{d_sae}, median through the run): {gflops:.0f} GFLOP/s "
           f"-> a dense ReLU step (5 GEMMs) caps at {ceiling:.0f} rows/s")
     for name, value in rows_per_s.items():
         spread = f"{min(runs[name]):.0f}-{max(runs[name]):.0f}"
         print(f"  {name:30s} {value:8.0f} rows/s   (range {spread})")
-    print(f"ours / best plain loop: relu {result['ratio_relu']:.2f}x, topk {result['ratio_topk']:.2f}x")
+    print(f"ours / best plain loop (median of same-repeat ratios): relu {result['ratio_relu']:.2f}x "
+          f"({', '.join(f'{r:.2f}' for r in paired['relu'])}), topk {result['ratio_topk']:.2f}x vs {best_topk} "
+          f"({', '.join(f'{r:.2f}' for r in paired['topk'])})")
     model_mb = mem["model_grads_adam_mb"]
     used = mem["peak_mb"] - mem["base_mb"]
     print(f"peak RSS training on {mem['activations_mb']:.0f} MB of activations: {mem['peak_mb']:.0f} MB "

@@ -335,7 +335,8 @@ def _log(history: TrainHistory, step: int, out, x_BD: Tensor, dead_F: Tensor, lr
     history.sparsity_loss.append(float(out.sparsity_loss))
     history.aux_loss.append(float(out.aux_loss))
     codes = out.feature_acts._values() if out.feature_acts.is_sparse else out.feature_acts
-    history.l0.append(float(torch.count_nonzero(codes)) / x_BD.shape[0])
+    # Codes are >= 0, so sign() is 1 exactly where a latent fires; on CPU this beats count_nonzero many-fold.
+    history.l0.append(float(codes.sign().sum()) / x_BD.shape[0])
     history.fvu.append(float(out.mse / variance.clamp_min(1e-12)))
     history.dead_fraction.append(float(dead_F.float().mean()))
     history.lr.append(lr)
