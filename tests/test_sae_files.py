@@ -4,7 +4,6 @@ bad files give one-line errors and nothing on disk is lost or half-written."""
 import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
@@ -183,7 +182,3 @@ def test_save_onto_a_file_path_is_refused(tmp_path):
         random_sae("relu").save(target)
     assert target.read_text() == "keep me"
 
-
-def test_fixture_script_is_kept_next_to_the_fixture():
-    script = Path(__file__).parent / "fixtures" / "make_saelens_fixture.py"
-    assert "save_model" in script.read_text() and shutil.which("python") is not None
