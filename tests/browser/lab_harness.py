@@ -74,7 +74,7 @@ class _Deadline:
 
 
 def check_notebook(browser, server, notebook_path: Path, screenshot_dir: Path,
-                   run_timeout_s: float, interact_timeout_s: float = 30.0) -> NotebookReport:
+                   run_timeout_s: float, interact_timeout_s: float = 60.0) -> NotebookReport:
     """Open ``notebook_path`` (inside ``server.root_dir``) in a fresh browser context and check it."""
     notebook_path = Path(notebook_path)
     report = NotebookReport(notebook=notebook_path.name)
