@@ -111,13 +111,21 @@ def test_exception_after_a_partial_redraw_fails(browser, server, scratch, tmp_pa
         report.describe()
 
 
-def test_cell_error_and_cells_it_stopped_fail(browser, server, scratch, tmp_path):
+# A widget view whose model the kernel never created: what a learner sees after a kernel restart.
+DANGLING_VIEW = """from IPython.display import display
+display({"application/vnd.jupyter.widget-view+json": {"model_id": "0" * 32, "version_major": 2,
+        "version_minor": 0}, "text/plain": "FloatSlider(value=0.2)"}, raw=True)"""
+
+
+def test_cell_error_broken_view_and_cells_never_run_fail(browser, server, scratch, tmp_path):
     notebook = explorer_notebook(scratch / "cell_raises.ipynb", SLIDER_EXPLORER.format(factor="slider.value"),
-                                 extra=[("raise ValueError('the data file is missing')", [])])
+                                 extra=[(DANGLING_VIEW, []), ("raise ValueError('the data file is missing')", [])])
     report = check(browser, server, notebook, tmp_path)
-    assert any("cell 2 shows an error" in p and "the data file is missing" in p for p in report.problems), \
+    assert any("cell 2 shows 'Error displaying widget' instead of a widget" in p for p in report.problems), \
         report.describe()
-    assert any("cell 3 was never run" in p for p in report.problems), report.describe()
+    assert any("cell 3 shows an error" in p and "the data file is missing" in p for p in report.problems), \
+        report.describe()
+    assert any("cell 4 was never run" in p for p in report.problems), report.describe()
 
 
 def test_outside_request_and_missing_main_widget_tag_fail(browser, server, scratch, tmp_path):
