@@ -101,8 +101,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows and repeats")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--repeats", type=int, help="interleaved repeats per case (default 3 quick, 5 full)")
+    parser.add_argument("--cases", default="fp32,bf16,bf16-weights,generate",
+                        help="comma-separated subset of: fp32, bf16, bf16-weights, generate")
     args = parser.parse_args()
     rows_n, repeats, batch_size, new_tokens = (8, 3, 8, 8) if args.quick else (32, 5, 16, 32)
+    repeats = args.repeats or repeats
+    cases = set(args.cases.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {'quick' if args.quick else 'full'} run, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -120,19 +125,23 @@ def main() -> None:
     print("same activations as plain transformers:",
           torch.allclose(ours_out, plain_out.reshape(ours_out.shape), rtol=1e-4, atol=1e-3), flush=True)
 
-    results.append(compare("harvest fp32", lambda: time_ours(model, tokens, None, batch_size),
-                           lambda: time_plain(plain32, tokens, None, batch_size), repeats))
-    results.append(compare("harvest bf16 (autocast)", lambda: time_ours(model, tokens, torch.bfloat16, batch_size),
-                           lambda: time_plain(plain32, tokens, torch.bfloat16, batch_size), repeats))
+    if "fp32" in cases:
+        results.append(compare("harvest fp32", lambda: time_ours(model, tokens, None, batch_size),
+                               lambda: time_plain(plain32, tokens, None, batch_size), repeats))
+    if "bf16" in cases:
+        results.append(compare("harvest bf16 (autocast)",
+                               lambda: time_ours(model, tokens, torch.bfloat16, batch_size),
+                               lambda: time_plain(plain32, tokens, torch.bfloat16, batch_size), repeats))
     del plain32
-    bf16_model = lm.load_model(dtype=torch.bfloat16)
-    plain16 = plain_truncated(torch.bfloat16)
-    results.append(compare("harvest bf16 weights", lambda: time_ours(bf16_model, tokens, None, batch_size),
-                           lambda: time_plain(plain16, tokens, None, batch_size), repeats))
-    del bf16_model, plain16
-
-    hf_full, _ = lm.load_default_hf()
-    results.extend(generation(model, hf_full, new_tokens, repeats))
+    if "bf16-weights" in cases:
+        bf16_model = lm.load_model(dtype=torch.bfloat16)
+        plain16 = plain_truncated(torch.bfloat16)
+        results.append(compare("harvest bf16 weights", lambda: time_ours(bf16_model, tokens, None, batch_size),
+                               lambda: time_plain(plain16, tokens, None, batch_size), repeats))
+        del bf16_model, plain16
+    if "generate" in cases:
+        hf_full, _ = lm.load_default_hf()
+        results.extend(generation(model, hf_full, new_tokens, repeats))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=1)

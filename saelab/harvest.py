@@ -114,8 +114,9 @@ def collect_activations(
 
     Args:
         hook_name: a hook point, e.g. ``"blocks.15.hook_resid_post"``; the forward pass stops after its layer.
-        dtype: compute and keep the activations in this dtype (``torch.bfloat16`` runs under autocast,
-            ~2x faster on CPUs with bf16 units); default: the model's dtype.
+        dtype: compute and keep the activations in this dtype (``torch.bfloat16`` runs the matrix products
+            under autocast and halves the memory; whether it is faster depends on the CPU); default: the
+            model's dtype.
         out_dir: stream into an on-disk ``ActivationStore`` (resumable) instead of returning a tensor.
         rows_per_shard: token rows (sequences) per shard file in the store.
         replace_different: when ``out_dir`` holds a harvest of other tokens/hook/settings, delete its shards and

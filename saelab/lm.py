@@ -159,6 +159,18 @@ def load_default_hf(dtype: torch.dtype = torch.float32, use_cache: bool = True):
     return hf_model.to(dtype).eval(), tokenizer
 
 
+def _available_offline(name: str) -> bool:
+    """A local model folder, or a hub model whose config is in the local hub cache."""
+    if Path(name).is_dir():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid repository id
+        return False
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     dtype: torch.dtype = torch.float32,
@@ -184,13 +196,15 @@ def load_model(
             _HF_NAME, hf_model=hf_model, tokenizer=tokenizer, device=torch_device, dtype=dtype
         )
     else:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in {"", "0"}
+        if offline and not _available_offline(name):  # fail at once rather than after transformers' lookups
+            raise OSError(f"model {name!r} is not available: the hub is switched off (HF_HUB_OFFLINE=1) and it is "
+                          f"not in the local hub cache. The offline default is load_model({DEFAULT_MODEL!r}).")
         try:
             bridge = TransformerBridge.boot_transformers(name, device=torch_device, dtype=dtype)
         except (OSError, ValueError) as error:
-            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in {"", "0"}
-            reason = "the hub is switched off (HF_HUB_OFFLINE=1)" if offline else "it could not be fetched"
             raise OSError(
-                f"model {name!r} is not available: {reason}. "
+                f"model {name!r} is not available: it could not be fetched ({type(error).__name__}). "
                 f"The offline default is load_model({DEFAULT_MODEL!r})."
             ) from error
     return bridge.eval()
