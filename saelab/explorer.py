@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from saelab.files import write_atomic
 from saelab.toy import ToyModel, train
 
 GRID_N_FEATURES = (3, 4, 5, 6, 7)
@@ -101,17 +100,8 @@ def build_grid(path: Path = GRID_FILE) -> int:
         for (p, d), solution in zip(settings, solve_many(n, settings)):
             tensors[f"{key(n, p, d)}/W"] = solution.W.contiguous()
             tensors[f"{key(n, p, d)}/instance_losses"] = solution.instance_losses.contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
     recipe = dict(n_inst=N_INST, steps=STEPS, batch_size=BATCH_SIZE, lr=LR, seed=0)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={"recipe": json.dumps(recipe)})
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the installed asset must be readable by all
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomic(path, lambda temporary: save_file(tensors, temporary, metadata={"recipe": json.dumps(recipe)}))
     return len(tensors) // 2
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saelab.files import write_atomic
 from saelab.harvest import check_hook_name, check_tokens, collect_activations, token_index
 from saelab.sae import SAE
 
@@ -74,22 +74,11 @@ class FeatureStore:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write one safetensors file atomically (temp file + rename): an interrupted save leaves no partial file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {name: getattr(self, name).contiguous() for name in
                    ("tokens", "top_values", "top_index", "density", "max_activation", "mean_when_active",
                     "histogram", "bin_edges")}
         header = {"format": _FORMAT, "n_tokens": str(self.n_tokens), "metadata": json.dumps(self.metadata)}
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file(tensors, temporary, metadata=header)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        return path
+        return write_atomic(path, lambda temporary: save_file(tensors, temporary, metadata=header))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStore":

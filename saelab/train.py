@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 
 from saelab import concepts, corpus, lm
 from saelab.features import build_feature_store
+from saelab.files import write_json_atomic
 from saelab.harvest import ActivationStore, collect_activations
 from saelab.metrics import evaluate
 from saelab.sae import SAE, SAEConfig
@@ -89,14 +88,6 @@ class Recipe:
         return f"blocks.{self.layer}.hook_resid_post"
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump(data, file, indent=2)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-
-
 def build_tokens(model, recipe: Recipe, progress: bool = True) -> torch.Tensor:
     """The corpus with the concept slices mixed in, packed into rows and shuffled (seeded)."""
     texts = corpus.load_texts(recipe.sources, seed=recipe.seed)
@@ -157,7 +148,7 @@ def run(recipe: Recipe, out: Path, work_dir: Path | None = None, progress: bool 
         "recipe": dataclasses.asdict(recipe), "command": " ".join(["python -m saelab.train", *sys.argv[1:]]),
         "torch": torch.__version__,
     }
-    _write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "metrics.json", metrics)
     return metrics
 
 
