@@ -104,7 +104,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="interleaved repeats per case (default 3 quick, 5 full)")
     parser.add_argument("--cases", default="fp32,bf16,bf16-weights,generate",
                         help="comma-separated subset of: fp32, bf16, bf16-weights, generate")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows_n, repeats, batch_size, new_tokens = (8, 3, 8, 8) if args.quick else (32, 5, 16, 32)
     repeats = args.repeats or repeats
     cases = set(args.cases.split(","))
