@@ -10,6 +10,8 @@ _WHERE = {
     "superposition_explorer": "saelab.widgets.superposition",
     "sparsity_sweep_viewer": "saelab.widgets.sweep_viewer",
     "sae_tradeoff_explorer": "saelab.widgets.sae_tradeoff",
+    "residual_norms_explorer": "saelab.widgets.residual_norms",
+    "neuron_picker": "saelab.widgets.neuron_picker",
 }
 
 
