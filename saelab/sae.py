@@ -15,6 +15,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -144,8 +145,8 @@ class SAEOutput(NamedTuple):
     """The decoded input, ``feature_acts @ W_dec + b_dec``."""
     feature_acts: Float[Tensor, "batch d_sae"]
     """Latent activations (zero outside each row's k winners for TopK). Dense, unless ``forward`` was asked for
-    ``dense_feature_acts=False`` on a TopK SAE: then a sparse COO tensor of the same shape (the trainer does
-    this, to skip writing a (batch, d_sae) matrix of zeros every step)."""
+    ``dense_feature_acts=False`` on a TopK SAE: then a sparse CSR tensor of the same shape, k entries per row
+    (the trainer does this, to skip writing a (batch, d_sae) matrix of zeros every step)."""
     loss: Float[Tensor, ""]
     """``mse + sparsity_loss + aux_loss``."""
     mse: Float[Tensor, ""]
@@ -274,12 +275,15 @@ class SAE(nn.Module):
             with torch.no_grad():
                 if dense_feature_acts:
                     f_BF = torch.zeros_like(pre_BF).scatter_(-1, idx_BK, values_BK)
-                else:
-                    rows_BK = torch.arange(x_BD.shape[0]).unsqueeze(1).expand_as(idx_BK)
-                    f_BF = torch.sparse_coo_tensor(torch.stack([rows_BK.flatten(), idx_BK.flatten()]),
-                                                   values_BK.detach().flatten(), pre_BF.shape,
-                                                   check_invariants=False)
-                fired_F = torch.zeros(cfg.d_sae, dtype=torch.bool).index_fill_(0, idx_BK[values_BK > 0], True)
+                else:  # CSR: every row holds exactly k entries, so the row pointers are a plain range
+                    crow = torch.arange(0, idx_BK.numel() + 1, cfg.k)
+                    with warnings.catch_warnings():  # torch calls CSR "beta"; building one is all we do
+                        warnings.simplefilter("ignore", UserWarning)
+                        f_BF = torch.sparse_csr_tensor(crow, idx_BK.flatten(), values_BK.detach().flatten(),
+                                                       pre_BF.shape, check_invariants=False)
+                # A latent fired if some row gave it a positive value (bincount sums the values per latent).
+                fired_F = torch.bincount(idx_BK.flatten(), weights=values_BK.detach().flatten(),
+                                         minlength=cfg.d_sae) > 0
             sparsity = zero
             if dead_mask is not None and cfg.aux_k_coefficient > 0 and bool(dead_mask.any()):
                 aux = cfg.aux_k_coefficient * self._aux_k_loss(x_BD - recon_BD.detach(), pre_BF, dead_mask)
@@ -297,7 +301,7 @@ class SAE(nn.Module):
                 fired_F = counts_F.detach() > 0
             recon_BD = torch.addmm(self.b_dec, f_BF, self.W_dec)
         mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
-        if not f_BF.is_sparse:
+        if f_BF.layout == torch.strided:
             f_BF = f_BF.reshape(*x.shape[:-1], cfg.d_sae)
         return SAEOutput(recon_BD.reshape(x.shape), f_BF,
                          mse + sparsity + aux, mse, sparsity, aux, fired_F)
@@ -315,14 +319,14 @@ class SAE(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale decoder rows to unit norm (a no-op where they already are)."""
-        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()
     def remove_parallel_decoder_grad_(self) -> None:
         """Drop the part of W_dec's gradient that would only change row norms (kept at 1 by the trainer)."""
-        if self.W_dec.grad is not None:
-            parallel = (self.W_dec.grad * self.W_dec).sum(1, keepdim=True)
-            self.W_dec.grad.sub_(parallel * self.W_dec)
+        if self.W_dec.grad is not None:  # in place, without (d_sae, d_in) temporaries
+            parallel = torch.linalg.vecdot(self.W_dec.grad, self.W_dec, dim=1).unsqueeze(1)
+            self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1.0)
 
     # ----------------------------------------------------------------- files
     def save(self, folder: str | os.PathLike) -> Path:

@@ -237,7 +237,9 @@ def train_sae(
     with torch.no_grad():
         if b_dec_init != "none":
             sample_scaled = sample * scale
-            centre = geometric_median(sample_scaled) if b_dec_init == "geometric_median" else sample_scaled.mean(0)
+            # 1024 rows place the median well enough for a starting point, at a quarter of the cost.
+            centre = geometric_median(sample_scaled[:1024]) if b_dec_init == "geometric_median" \
+                else sample_scaled.mean(0)
             sae.b_dec.copy_(centre)
         if cfg.normalize_decoder:
             sae.normalize_decoder_()
@@ -334,7 +336,7 @@ def _log(history: TrainHistory, step: int, out, x_BD: Tensor, dead_F: Tensor, lr
     history.mse.append(float(out.mse))
     history.sparsity_loss.append(float(out.sparsity_loss))
     history.aux_loss.append(float(out.aux_loss))
-    codes = out.feature_acts._values() if out.feature_acts.is_sparse else out.feature_acts
+    codes = out.feature_acts.values() if out.feature_acts.layout == torch.sparse_csr else out.feature_acts
     # Codes are >= 0, so sign() is 1 exactly where a latent fires; on CPU this beats count_nonzero many-fold.
     history.l0.append(float(codes.sign().sum()) / x_BD.shape[0])
     history.fvu.append(float(out.mse / variance.clamp_min(1e-12)))

@@ -162,6 +162,16 @@ def test_sparse_codes_on_request_equal_the_dense_ones():
     sae = SAE(SAEConfig(8, 32, "topk", k=3), seed=1)
     x = torch.randn(10, 8)
     dense, sparse = sae(x), sae(x, dense_feature_acts=False)
-    assert sparse.feature_acts.is_sparse and not dense.feature_acts.is_sparse
+    assert sparse.feature_acts.layout == torch.sparse_csr and dense.feature_acts.layout == torch.strided
     assert torch.equal(sparse.feature_acts.to_dense(), dense.feature_acts)
     assert torch.equal(sparse.loss, dense.loss) and torch.equal(sparse.fired, dense.fired)
+
+
+def test_decoder_gradient_loses_only_its_norm_changing_part():
+    sae = SAE(SAEConfig(8, 32, "topk", k=3), seed=1)
+    sae(torch.randn(20, 8)).loss.backward()
+    before = sae.W_dec.grad.clone()
+    sae.remove_parallel_decoder_grad_()
+    assert torch.allclose((sae.W_dec.grad * sae.W_dec).sum(1), torch.zeros(32), atol=1e-6)
+    parallel = (before * sae.W_dec).sum(1, keepdim=True) * sae.W_dec
+    assert torch.allclose(sae.W_dec.grad, before - parallel, atol=1e-6)
