@@ -2,11 +2,24 @@
 
 The library behind the saelab course. Modules, in the order data flows through them:
 
-    toy        toy models of superposition: model, data, training
-    geometry   norms, interference, dimensionality, phase diagrams
-    plots      plotly figures for lessons and widgets
-    widgets    interactive explorers (thin wiring over the modules above)
-    exercises  checkers for the lessons' exercises
+    toy         toy models of superposition: model, data, training
+    geometry    norms, interference, dimensionality, phase diagrams
+    explorer    precomputed and live answers for the superposition explorer
+    synthetic   activations with known features, to check an SAE against the truth
+    sae         the sparse autoencoder (relu | topk | jumprelu) and its SAELens-format files
+    training    train_sae: schedules, input scaling, resampling / AuxK, progress
+    metrics     L0, FVU, dead / dense latents, MMCS against known features
+    lm          the embedded chat model, offline, in TransformerLens; chat and generation
+    corpus      offline text and its packing into token rows
+    concepts    written concept slices (the Golden Gate Bridge, ...) and held-out test sentences
+    harvest     activations at a hook point, in memory or in a resumable on-disk store
+    splice      the SAE spliced into the model; CE loss recovered
+    train       python -m saelab.train: corpus -> harvest -> SAE -> metrics -> files
+    features    feature store, top examples, logit effects, search
+    files       atomic writes
+    plots       plotly figures for lessons and widgets
+    widgets     interactive explorers (thin wiring over the modules above)
+    exercises   checkers for the lessons' exercises, and the learner/solution notebook pair
 """
 
 import os
