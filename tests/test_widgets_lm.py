@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from saelab.exercises import lesson04
-from saelab.widgets.neuron_picker import most_selective_neurons, neuron_picker, top_contexts
+from saelab.widgets.neurons import most_selective_neurons, neuron_picker, top_contexts
 from saelab.widgets.residual_norms import residual_norms_explorer
 
 

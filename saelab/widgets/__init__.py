@@ -11,7 +11,7 @@ _WHERE = {
     "sparsity_sweep_viewer": "saelab.widgets.sweep_viewer",
     "sae_tradeoff_explorer": "saelab.widgets.sae_tradeoff",
     "residual_norms_explorer": "saelab.widgets.residual_norms",
-    "neuron_picker": "saelab.widgets.neuron_picker",
+    "neuron_picker": "saelab.widgets.neurons",
 }
 
 
