@@ -12,6 +12,7 @@ _WHERE = {
     "sae_tradeoff_explorer": "saelab.widgets.sae_tradeoff",
     "residual_norms_explorer": "saelab.widgets.residual_norms",
     "neuron_picker": "saelab.widgets.neurons",
+    "feature_dashboard": "saelab.widgets.dashboard",
 }
 
 

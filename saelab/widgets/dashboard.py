@@ -1,0 +1,92 @@
+"""The feature dashboard: pick a feature (by id or by searching text) and see what fires it and what it does."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from saelab import features
+from saelab.features import FeatureStore
+from saelab.plots import features as feature_plots
+from saelab.sae import SAE
+
+
+class FeatureDashboard(widgets.VBox):
+    """Panels for one feature — statistics, top examples, activation histogram, logit effects — plus a search
+    box (features that fire on your text) and a "try your own text" box (this feature on your text)."""
+
+    def __init__(self, model, sae: SAE, store: FeatureStore, feature: int = 0, n_examples: int = 8):
+        features.check_sae_fits_model(model, sae, store.metadata["hook_name"])
+        features.check_feature(sae, feature)
+        self.model, self.sae, self.store, self.n_examples = model, sae, store, n_examples
+        self.feature = widgets.BoundedIntText(value=feature, min=0, max=sae.cfg.d_sae - 1, description="feature")
+        self.query = widgets.Text(placeholder="find features firing on this text", layout={"width": "340px"},
+                                  continuous_update=False)  # Enter (or leaving the box) searches
+        self.search_button = widgets.Button(description="Search")
+        self.results = widgets.Dropdown(options=[], description="results", layout={"width": "340px"})
+        self.stats = widgets.HTML()
+        self.examples = widgets.HTML()
+        self.logits = widgets.HTML()
+        self.histogram = go.FigureWidget(feature_plots.activation_histogram(store, feature))
+        self.own_text = widgets.Text(placeholder="try your own text", layout={"width": "520px"},
+                                     continuous_update=False)
+        self.own_button = widgets.Button(description="Show activations")
+        self.own_result = widgets.HTML()
+
+        self.feature.observe(lambda _change: self.show(), names="value")
+        self.search_button.on_click(lambda _button: self.search())
+        self.query.observe(lambda _change: self.search(), names="value")
+        self.results.observe(self._pick_result, names="value")
+        self.own_button.on_click(lambda _button: self.try_text())
+        self.own_text.observe(lambda _change: self.try_text(), names="value")
+        self.show()
+        super().__init__([
+            widgets.HBox([self.feature, self.query, self.search_button]), self.results, self.stats,
+            widgets.HBox([self.histogram, self.logits]), widgets.HTML("<b>Top examples</b>"), self.examples,
+            widgets.HBox([self.own_text, self.own_button]), self.own_result,
+        ])
+
+    def show(self) -> None:
+        f = self.feature.value
+        store = self.store
+        scale = float(store.max_activation[f])
+        self.stats.value = (f"<b>feature {f}</b> · fires on {store.density[f].item():.3%} of "
+                            f"{store.n_tokens:,} tokens · max {scale:.2f} · mean when active "
+                            f"{store.mean_when_active[f].item():.2f}")
+        contexts = features.top_contexts(self.model, self.sae, store, f, n=self.n_examples)
+        self.examples.value = feature_plots.contexts_html(contexts, scale)
+        self.logits.value = feature_plots.logit_effects_html(*features.logit_effects(self.model, self.sae, f, k=8))
+        fresh = feature_plots.activation_histogram(store, f)
+        with self.histogram.batch_update():
+            self.histogram.data[0].y = fresh.data[0].y
+            self.histogram.layout.title.text = fresh.layout.title.text
+        if self.own_text.value.strip():
+            self.try_text()
+
+    def search(self) -> None:
+        if not self.query.value.strip():
+            self.results.options = []
+            return
+        found = features.search_features(self.model, self.sae, self.store, self.query.value, k=10)
+        self.results.options = [(f"feature {f}: {score:.0%} of its max", f) for f, score in found]
+
+    def _pick_result(self, change) -> None:
+        if change["new"] is not None:
+            self.feature.value = change["new"]
+
+    def try_text(self) -> None:
+        if not self.own_text.value.strip():
+            self.own_result.value = "<i>type some text first</i>"
+            return
+        f = self.feature.value
+        tokens = features.text_tokens(self.model, self.own_text.value)
+        acts = features.feature_activations(self.model, self.sae, self.store.metadata["hook_name"], tokens)[0, 1:, f]
+        words = self.model.to_str_tokens(tokens[0, 1:])
+        scale = max(float(self.store.max_activation[f]), float(acts.max()))
+        self.own_result.value = (f"<div style='font-family:monospace'>max {acts.max().item():.2f}: "
+                                 f"{feature_plots.highlighted_tokens_html(words, acts.tolist(), scale)}</div>")
+
+
+def feature_dashboard(model, sae: SAE, store: FeatureStore, feature: int = 0) -> FeatureDashboard:
+    """A dashboard for ``sae``'s features on ``model``, answering from the precomputed ``store``."""
+    return FeatureDashboard(model, sae, store, feature)

@@ -1,0 +1,65 @@
+"""The feature dashboard on the tiny model: its panels show the store's numbers and follow every control."""
+
+import pytest
+
+from saelab import features
+from saelab.corpus import tokenize_corpus
+from saelab.plots import features as feature_plots
+from saelab.sae import SAE, SAEConfig
+from saelab.widgets import feature_dashboard
+
+HOOK = "blocks.2.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tiny_texts):
+    sae = SAE(SAEConfig(d_in=32, d_sae=24, architecture="relu", metadata={"hook_name": HOOK}), seed=1)
+    tokens = tokenize_corpus(tiny_model, tiny_texts, seq_len=16)
+    store = features.build_feature_store(tiny_model, sae, HOOK, tokens, n_top=4, progress=False)
+    return tiny_model, sae, store
+
+
+def test_switching_features_redraws_every_panel(setup):
+    model, sae, store = setup
+    a, b = store.max_activation.topk(2).indices.tolist()
+    dashboard = feature_dashboard(model, sae, store, feature=a)
+    assert f"feature {a}</b>" in dashboard.stats.value
+    dashboard.feature.value = b
+    assert f"feature {b}</b>" in dashboard.stats.value
+    assert list(dashboard.histogram.data[0].y) == store.histogram[b].tolist()
+    assert f"{store.top_values[b, 0].item():6.2f}" in dashboard.examples.value
+    up, _ = features.logit_effects(model, sae, b, k=8)
+    assert feature_plots.logit_effects_html(up, []).split("</table>")[0] in dashboard.logits.value
+
+
+def test_search_lists_features_and_picking_one_shows_it(setup):
+    model, sae, store = setup
+    dashboard = feature_dashboard(model, sae, store)
+    dashboard.query.value = "brown fox"
+    expected = [f for f, _ in features.search_features(model, sae, store, "brown fox", k=10)]
+    assert [value for _, value in dashboard.results.options] == expected
+    dashboard.results.value = expected[-1]
+    assert dashboard.feature.value == expected[-1]
+
+
+def test_own_text_shows_this_features_activation_on_each_token(setup):
+    model, sae, store = setup
+    dashboard = feature_dashboard(model, sae, store, feature=int(store.max_activation.argmax()))
+    dashboard.own_text.value = "The quick brown fox"
+    acts = features.feature_activations(model, sae, HOOK, model.to_tokens("The quick brown fox"))[0, 1:,
+                                                                                               dashboard.feature.value]
+    assert f"max {acts.max().item():.2f}" in dashboard.own_result.value
+    assert dashboard.own_result.value.count("<span") == acts.shape[0]
+
+
+def test_highlighting_escapes_html_and_scales_by_the_maximum():
+    text = feature_plots.highlighted_tokens_html(["<b>", " x"], [2.0, 0.0], scale=4.0, peak=0)
+    assert "&lt;b&gt;" in text and "rgba(255,127,14,0.50)" in text and "rgba(255,127,14,0.00)" in text
+
+
+def test_a_dashboard_for_a_mismatched_sae_or_feature_is_refused(setup):
+    model, sae, store = setup
+    with pytest.raises(ValueError, match="feature must be an integer in 0..23"):
+        feature_dashboard(model, sae, store, feature=24)
+    with pytest.raises(ValueError, match="d_in=16"):
+        feature_dashboard(model, SAE(SAEConfig(d_in=16, d_sae=8), seed=0), store)
