@@ -18,7 +18,6 @@ import contextlib
 import difflib
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +28,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from saelab.files import write_atomic, write_json_atomic
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 _FORMAT = "saelab-activations-v1"
@@ -142,12 +143,6 @@ def _fingerprint(tokens: Tensor) -> str:
     return hashlib.sha1(tokens.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1))
-    os.replace(partial, path)
-
-
 def _harvest_to_store(model, hook_name, tokens, batch_size, dtype, drop_bos, progress, out_dir: Path,
                       rows_per_shard: int, replace_different: bool) -> "ActivationStore":
     if rows_per_shard < 1:
@@ -173,7 +168,7 @@ def _harvest_to_store(model, hook_name, tokens, batch_size, dtype, drop_bos, pro
                              "use an empty folder or replace_different=True")
     if meta is None:
         meta = {**wanted, "shards": [], "complete": False}
-        _write_json_atomic(meta_path, meta)
+        write_json_atomic(meta_path, meta)
     n_shards = -(-tokens.shape[0] // rows_per_shard)
     done = {shard["file"] for shard in meta["shards"] if (out_dir / shard["file"]).is_file()}
     for index in range(n_shards):
@@ -183,16 +178,14 @@ def _harvest_to_store(model, hook_name, tokens, batch_size, dtype, drop_bos, pro
         rows = tokens[index * rows_per_shard:(index + 1) * rows_per_shard]
         acts = torch.cat(list(_forward_batches(model, hook_name, rows, batch_size, dtype, drop_bos, progress,
                                                f"shard {index + 1}/{n_shards}")))
-        partial = out_dir / (name + ".partial")
-        save_file({"activations": acts.contiguous()}, str(partial))
-        os.replace(partial, out_dir / name)
+        write_atomic(out_dir / name, lambda temporary: save_file({"activations": acts.contiguous()}, temporary))
         meta["shards"] = [s for s in meta["shards"] if s["file"] != name] + [
             {"file": name, "first_row": index * rows_per_shard, "n_rows": rows.shape[0],
              "n_activations": acts.shape[0]}]
         meta["shards"].sort(key=lambda shard: shard["file"])
-        _write_json_atomic(meta_path, meta)
+        write_json_atomic(meta_path, meta)
     meta["complete"] = True
-    _write_json_atomic(meta_path, meta)
+    write_json_atomic(meta_path, meta)
     return ActivationStore(out_dir)
 
 

@@ -73,6 +73,11 @@ def test_bad_tokens_are_refused(tiny_model, tokens):
         collect_activations(tiny_model, HOOK, tokens + 10_000, progress=False)
 
 
+def leftovers(folder):
+    """Temporary files an interrupted or finished write might have left behind."""
+    return [p.name for p in folder.iterdir() if p.name.endswith((".partial", ".tmp"))]
+
+
 def test_store_equals_in_memory_and_indexes_tokens(tiny_model, tokens, tmp_path):
     tokens = tokens[:14]  # 4 shards, the last one short
     store = collect_activations(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
@@ -83,7 +88,7 @@ def test_store_equals_in_memory_and_indexes_tokens(tiny_model, tokens, tmp_path)
     assert torch.equal(store.token_index(), harvest.token_index(tokens))
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["hook_name"] == HOOK and meta["seq_len"] == 16 and len(meta["shards"]) == -(-tokens.shape[0] // 4)
-    assert not list(tmp_path.glob("*.partial"))
+    assert not leftovers(tmp_path)
 
 
 def test_interrupted_harvest_resumes_without_half_written_shards(tiny_model, tokens, tmp_path, monkeypatch):
@@ -102,6 +107,7 @@ def test_interrupted_harvest_resumes_without_half_written_shards(tiny_model, tok
     monkeypatch.setattr(harvest, "save_file", crash_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
         collect_activations(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
+    assert not leftovers(tmp_path)  # the half-written shard was removed, not left beside the finished ones
     partial = ActivationStore(tmp_path)
     assert not partial.complete and len(partial.metadata["shards"]) == 2
     assert sorted(p.name for p in tmp_path.glob("shard_*.safetensors")) == ["shard_00000.safetensors",
@@ -117,7 +123,7 @@ def test_interrupted_harvest_resumes_without_half_written_shards(tiny_model, tok
     monkeypatch.setattr(tiny_model, "run_with_hooks", count)
     store = collect_activations(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
     assert forwards["rows"] == tokens.shape[0] - 8  # the two finished shards were not recomputed
-    assert store.complete and not list(tmp_path.glob("*.partial"))
+    assert store.complete and not leftovers(tmp_path)
     monkeypatch.undo()
     torch.testing.assert_close(store.load(), collect_activations(tiny_model, HOOK, tokens, progress=False))
 
