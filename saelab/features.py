@@ -23,23 +23,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saelab.files import write_atomic
-from saelab.harvest import check_hook_name, check_tokens, collect_activations, token_index
+from saelab.harvest import check_tokens, collect_activations, token_index
 from saelab.sae import SAE
+from saelab.splice import check_sae_fits_model, check_sae_width
 
 # Activation histograms use log10-spaced bins over this range (activations in the model's own units).
 HISTOGRAM_LOG10_RANGE, HISTOGRAM_BINS = (-2.0, 3.0), 50
 _FORMAT = "saelab-feature-store-v1"
-
-
-def check_sae_fits_model(model, sae: SAE, hook_name: str) -> None:
-    """Refuse an SAE trained for another width or another hook point, naming both sides."""
-    check_hook_name(model, hook_name)
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} but the model's d_model is {model.cfg.d_model}: "
-                         "it was trained on another model")
-    trained_on = sae.cfg.metadata.get("hook_name")
-    if trained_on is not None and trained_on != hook_name:
-        raise ValueError(f"the SAE was trained on {trained_on!r}, not on hook_name={hook_name!r}")
 
 
 def check_feature(sae_or_size: SAE | int, feature: int) -> int:
@@ -250,8 +240,7 @@ def logit_effects(model, sae: SAE, feature: int, k: int = 10) -> tuple[list[tupl
     a first look, as in Anthropic's dashboards, not the feature's full effect.
     """
     check_feature(sae, feature)
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} but the model's d_model is {model.cfg.d_model}")
+    check_sae_width(model, sae)
     with torch.no_grad():
         direction_D = sae.W_dec[feature].float()
         scale = getattr(model.ln_final, "w", None)

@@ -23,6 +23,21 @@ from saelab.harvest import check_hook_name, check_tokens
 from saelab.sae import SAE
 
 
+def check_sae_width(model, sae: SAE) -> None:
+    if sae.cfg.d_in != model.cfg.d_model:
+        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} but the model's d_model is {model.cfg.d_model}: "
+                         "it was trained on another model")
+
+
+def check_sae_fits_model(model, sae: SAE, hook_name: str) -> None:
+    """Refuse an SAE trained for another width or another hook point, naming both sides."""
+    check_hook_name(model, hook_name)
+    check_sae_width(model, sae)
+    trained_on = sae.cfg.metadata.get("hook_name")
+    if trained_on is not None and trained_on != hook_name:
+        raise ValueError(f"the SAE was trained on {trained_on!r}, not on hook_name={hook_name!r}")
+
+
 def reconstruct_hook(activation: Tensor, hook, sae: SAE, skip_positions: int = 1) -> Tensor:
     """TransformerLens hook: replace the activation by ``sae(activation)``'s reconstruction.
 
@@ -68,9 +83,7 @@ def ce_loss_recovered(
 ) -> SpliceLoss:
     """Next-token loss three ways over ``tokens``; see the module docstring."""
     check_tokens(model, tokens)
-    check_hook_name(model, hook_name)
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} but the model's d_model is {model.cfg.d_model}")
+    check_sae_fits_model(model, sae, hook_name)
     variants = {
         "clean": [],
         "spliced": [(hook_name, partial(reconstruct_hook, sae=sae, skip_positions=skip_positions))],

@@ -26,7 +26,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from saelab import lm
-from saelab.features import check_feature, check_sae_fits_model
+from saelab.features import check_feature
+from saelab.splice import check_sae_fits_model
 from saelab.harvest import collect_activations
 from saelab.sae import SAE
 
