@@ -329,13 +329,18 @@ class SAE(nn.Module):
             self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1.0)
 
     # ----------------------------------------------------------------- files
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``cfg.json`` + ``sae_weights.safetensors`` (SAELens layout) atomically; return the folder."""
+    def save(self, folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+        """Write ``cfg.json`` + ``sae_weights.safetensors`` (SAELens layout) atomically; return the folder.
+
+        ``dtype``: the weights' file dtype (float16 halves the file; ``load`` always returns float32).
+        """
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"folder {str(folder)!r} exists and is not a directory")
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {name: p.detach().to("cpu", torch.float32).contiguous() for name, p in self.named_parameters()}
+        tensors = {name: p.detach().to("cpu", dtype).contiguous() for name, p in self.named_parameters()}
         cfg_text = json.dumps(self.cfg.to_saelens_dict(), indent=2)
         # Both files are written in full under temp names in the same folder, then renamed (os.replace is atomic):
         # an interrupted save leaves the previous files as they were and no half-written file behind.
