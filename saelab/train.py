@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -153,7 +154,8 @@ def run(recipe: Recipe, out: Path, work_dir: Path | None = None, progress: bool 
         "outliers_dropped": int((~keep).sum()), "heldout_tokens": int(heldout_kept.shape[0]),
         "train_steps": history.steps, "train_rows_per_second": history.rows_per_second,
         "harvest_seconds": harvest_seconds, "wall_seconds": time.perf_counter() - started,
-        "recipe": dataclasses.asdict(recipe), "command": " ".join(["python -m saelab.train", *sys.argv[1:]]),
+        "recipe": dataclasses.asdict(recipe),
+        "command": shlex.join(["python", "-m", "saelab.train", *sys.argv[1:]]),
         "torch": torch.__version__,
     }
     write_json_atomic(out / "metrics.json", metrics)
