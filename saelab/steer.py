@@ -10,6 +10,9 @@ linear, that is exactly
 position, prompt and generated tokens alike. Additive steering adds ``alpha * direction`` instead, with the
 direction a decoder row or a contrastive mean difference of activations.
 
+``generate`` returns a baseline and a steered reply; ``stream_replies`` yields the same two replies token by
+token, side by side, for live display (built on :mod:`saelab.streaming`).
+
 Every hook here is installed with ``model.hooks(...)``, which removes it on any exit — an exception or a
 KeyboardInterrupt included — and leaves other (outer) hooks in place, so contexts nest.
 """
@@ -25,11 +28,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saelab import lm
+from saelab import lm, streaming
 from saelab.features import check_feature
 from saelab.splice import check_sae_fits_model
-from saelab.harvest import collect_activations
+from saelab.harvest import check_hook_name, collect_activations
 from saelab.sae import SAE
+from saelab.streaming import StreamedToken
 
 
 def sae_hook_name(sae: SAE, hook_name: str | None = None) -> str:
@@ -71,23 +75,35 @@ def clamp(model, sae: SAE, clamps: Mapping[int, float], hook_name: str | None = 
         with steer.clamp(model, sae, {feature: 2.0 * max_activation}):
             print(lm.chat(model, "What is your physical form?"))
     """
+    with torch.no_grad(), model.hooks(fwd_hooks=clamp_hooks(model, sae, clamps, hook_name)):
+        yield
+
+
+def clamp_hooks(model, sae: SAE, clamps: Mapping[int, float], hook_name: str | None = None) -> list[lm.Hook]:
+    """The checked ``(hook_name, fn)`` pair that :func:`clamp` installs, for ``run_with_hooks``, ``lm.generate``
+    or a stream (``streaming.stream_generate(..., fwd_hooks=...)``)."""
     name = sae_hook_name(sae, hook_name)
     check_sae_fits_model(model, sae, name)
     ids, values = _checked_clamps(sae, clamps)
-    with torch.no_grad(), model.hooks(fwd_hooks=[(name, partial(clamp_hook, sae=sae, feature_ids=ids,
-                                                                values=values))]):
-        yield
+    return [(name, partial(clamp_hook, sae=sae, feature_ids=ids, values=values))]
 
 
 @contextlib.contextmanager
 def add(model, hook_name: str, direction: Float[Tensor, " d_model"], alpha: float) -> Iterator[None]:
     """Within the block, ``alpha * direction`` is added to the activation at ``hook_name``."""
-    if direction.ndim != 1 or direction.shape[0] != model.cfg.d_model:
-        raise ValueError(f"direction must have shape (d_model={model.cfg.d_model},), got {tuple(direction.shape)}")
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-    with torch.no_grad(), model.hooks(fwd_hooks=[(hook_name, partial(add_hook, direction=direction, alpha=alpha))]):
+    with torch.no_grad(), model.hooks(fwd_hooks=add_hooks(model, hook_name, direction, alpha)):
         yield
+
+
+def add_hooks(model, hook_name: str, direction: Float[Tensor, " d_model"], alpha: float) -> list[lm.Hook]:
+    """The checked ``(hook_name, fn)`` pair that :func:`add` installs."""
+    check_hook_name(model, hook_name)
+    if not isinstance(direction, Tensor) or direction.ndim != 1 or direction.shape[0] != model.cfg.d_model:
+        shape = tuple(direction.shape) if isinstance(direction, Tensor) else type(direction).__name__
+        raise ValueError(f"direction must have shape (d_model={model.cfg.d_model},), got {shape}")
+    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    return [(hook_name, partial(add_hook, direction=direction, alpha=alpha))]
 
 
 def contrastive_direction(model, hook_name: str, positive: Sequence[str], negative: Sequence[str]
@@ -114,6 +130,27 @@ class Replies(NamedTuple):
     steered: str
 
 
+def steering_hooks(
+    model,
+    *,
+    sae: SAE | None = None,
+    clamps: Mapping[int, float] | None = None,
+    direction: Tensor | None = None,
+    alpha: float = 0.0,
+    hook_name: str | None = None,
+) -> list[lm.Hook]:
+    """The checked hooks for either ``clamps`` (with ``sae``) or ``alpha * direction`` at ``hook_name``."""
+    if (clamps is None) == (direction is None):
+        raise ValueError("give either clamps (with sae) or direction (with alpha and hook_name), not both")
+    if clamps is not None:
+        if sae is None:
+            raise ValueError("clamps need the sae whose features they name")
+        return clamp_hooks(model, sae, clamps, hook_name)
+    if hook_name is None:
+        raise ValueError("additive steering needs hook_name")
+    return add_hooks(model, hook_name, direction, alpha)
+
+
 def generate(
     model,
     prompt: str,
@@ -129,18 +166,48 @@ def generate(
 ) -> Replies:
     """Answer ``prompt`` (chat template applied) twice: unsteered, then steered by ``clamps`` (with ``sae``)
     or by ``alpha * direction`` at ``hook_name``. Same seed for both, so sampling differs only by the steering."""
-    if (clamps is None) == (direction is None):
-        raise ValueError("give either clamps (with sae) or direction (with alpha and hook_name), not both")
+    hooks = steering_hooks(model, sae=sae, clamps=clamps, direction=direction, alpha=alpha, hook_name=hook_name)
     ask = partial(lm.chat, model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    baseline = ask()
-    if clamps is not None:
-        if sae is None:
-            raise ValueError("clamps need the sae whose features they name")
-        context = clamp(model, sae, clamps, hook_name)
-    else:
-        if hook_name is None:
-            raise ValueError("additive steering needs hook_name")
-        context = add(model, hook_name, direction, alpha)
-    with context:
-        steered = ask()
-    return Replies(baseline, steered)
+    return Replies(ask(), ask(fwd_hooks=hooks))
+
+
+def stream_replies(
+    model,
+    prompt: str,
+    *,
+    sae: SAE | None = None,
+    clamps: Mapping[int, float] | None = None,
+    direction: Tensor | None = None,
+    alpha: float = 0.0,
+    hook_name: str | None = None,
+    feature: int | None = None,
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    seed: int = 0,
+    system: str | None = None,
+) -> Iterator[tuple[str, StreamedToken]]:
+    """:func:`generate`, token by token: yields ``("baseline", token)`` and ``("steered", token)`` in turn
+    until both replies have ended, so both grow side by side. The tokens are those of :func:`generate`.
+
+    ``feature`` (with ``sae``): each token also carries that feature's activation at the SAE's hook, as the
+    model computed it before the steering hook changed it (see :mod:`saelab.streaming`).
+
+        for which, token in steer.stream_replies(model, "What is your physical form?", sae=sae,
+                                                 clamps={f: 1.5 * store.max_activation[f].item()}, feature=f):
+            print(which, repr(token.text), token.activation)
+    """
+    hooks = steering_hooks(model, sae=sae, clamps=clamps, direction=direction, alpha=alpha, hook_name=hook_name)
+    if feature is not None and sae is None:
+        raise ValueError("feature needs the sae whose feature it is")
+    tokens = lm.chat_tokens(model, prompt, system)
+    track = dict(sae=sae, feature=feature) if feature is not None else {}
+    options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, **track)
+    streams = {"baseline": streaming.stream_generate(model, tokens, **options),
+               "steered": streaming.stream_generate(model, tokens, fwd_hooks=hooks, **options)}
+    while streams:
+        for which, stream in list(streams.items()):
+            token = next(stream, None)
+            if token is None:
+                del streams[which]
+            else:
+                yield which, token
