@@ -202,8 +202,12 @@ def stream_replies(
     tokens = lm.chat_tokens(model, prompt, system)
     track = dict(sae=sae, feature=feature) if feature is not None else {}
     options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, **track)
-    streams = {"baseline": streaming.stream_generate(model, tokens, **options),
-               "steered": streaming.stream_generate(model, tokens, fwd_hooks=hooks, **options)}
+    # Built here, not in the generator below, so a bad request fails at the call rather than at the first token.
+    return _interleave({"baseline": streaming.stream_generate(model, tokens, **options),
+                        "steered": streaming.stream_generate(model, tokens, fwd_hooks=hooks, **options)})
+
+
+def _interleave(streams: dict[str, Iterator[StreamedToken]]) -> Iterator[tuple[str, StreamedToken]]:
     while streams:
         for which, stream in list(streams.items()):
             token = next(stream, None)

@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from saelab import steer
+from saelab import steer, streaming
 from saelab.harvest import collect_activations
 from saelab.sae import SAE, SAEConfig
 
@@ -110,3 +110,60 @@ def test_bad_steering_requests_are_refused_and_leave_no_hook(tiny_model, sae):
                 pass
         assert message in str(error.value) and "\n" not in str(error.value)
         assert not any_hooks(tiny_model)
+
+
+def test_clamping_several_features_at_once_moves_along_each_decoder_row(tiny_model, sae, tokens):
+    seen = {}
+    recorder = (HOOK, lambda act, hook: seen.setdefault("after", act.clone()))
+    base = collect_activations(tiny_model, HOOK, tokens, progress=False, drop_bos=False)
+    with steer.clamp(tiny_model, sae, {5: 10.0, 9: 0.0, 30: -4.0}), tiny_model.hooks(fwd_hooks=[recorder]):
+        tiny_model(tokens)
+    codes = sae.encode(base.float())
+    expected = base + sum((value - codes[:, f])[:, None] * sae.W_dec[f] for f, value in
+                          {5: 10.0, 9: 0.0, 30: -4.0}.items())
+    assert torch.allclose(seen["after"][0], expected, atol=1e-4)
+
+
+def test_two_saes_at_two_hooks_steer_together_nested_or_as_one_hook_list(tiny_model, sae, tokens):
+    early = SAE(SAEConfig(d_in=32, d_sae=48, architecture="topk", k=4,
+                          metadata={"hook_name": "blocks.1.hook_resid_post"}), seed=2)
+    clean = tiny_model(tokens)
+    with steer.clamp(tiny_model, early, {4: 8.0}):
+        early_only = tiny_model(tokens)
+        with steer.clamp(tiny_model, sae, {7: 8.0}):
+            nested = tiny_model(tokens)
+    hooks = steer.clamp_hooks(tiny_model, early, {4: 8.0}) + steer.clamp_hooks(tiny_model, sae, {7: 8.0})
+    with torch.no_grad():
+        together = tiny_model.run_with_hooks(tokens, fwd_hooks=hooks)
+    assert torch.allclose(nested, together, atol=1e-5)
+    assert (nested - early_only).abs().max() > 1e-3 and (early_only - clean).abs().max() > 1e-3
+    assert not any_hooks(tiny_model)
+
+
+def test_stream_replies_interleaves_the_replies_generate_gives(tiny_model, sae):
+    options = dict(sae=sae, clamps={7: 50.0}, max_new_tokens=6, temperature=1.0, seed=3)
+    order, replies = [], {"baseline": [], "steered": []}
+    for which, token in steer.stream_replies(tiny_model, "What is your physical form?", feature=7, **options):
+        order.append(which)
+        replies[which].append(token)
+        assert not any_hooks(tiny_model)  # steering is on only while a token is computed
+    assert order[:4] == ["baseline", "steered", "baseline", "steered"]
+    expected = steer.generate(tiny_model, "What is your physical form?", **options)
+    assert tuple(streaming.reply_text(replies[name]) for name in ("baseline", "steered")) == expected
+    assert all(token.activation is not None for token in replies["baseline"] + replies["steered"])
+
+
+def test_bad_stream_replies_requests_are_refused_before_generating(tiny_model, sae):
+    cases = [
+        (dict(clamps={3: 1.0}), "clamps need the sae"),
+        (dict(sae=sae, clamps={3: 1.0}, direction=torch.ones(32)), "give either clamps"),
+        (dict(direction=torch.ones(32), alpha=1.0, hook_name=HOOK, feature=2), "feature needs the sae"),
+        (dict(direction=torch.ones(32), alpha=1.0, hook_name="blocks.9.hook_resid_post"), "beyond the model's"),
+        (dict(direction=torch.ones(32), alpha=float("inf"), hook_name=HOOK), "alpha must be a finite number"),
+        (dict(sae=sae, clamps={3: 1.0}, feature=99), "feature must be an integer in 0..63"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(ValueError) as error:
+            steer.stream_replies(tiny_model, "hello", max_new_tokens=4, **arguments)
+        assert message in str(error.value) and "\n" not in str(error.value)
+    assert not any_hooks(tiny_model)

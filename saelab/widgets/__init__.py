@@ -13,6 +13,8 @@ _WHERE = {
     "residual_norms_explorer": "saelab.widgets.residual_norms",
     "neuron_picker": "saelab.widgets.neurons",
     "feature_dashboard": "saelab.widgets.dashboard",
+    "reconstruction_explorer": "saelab.widgets.reconstruction",
+    "steering_panel": "saelab.widgets.steer_panel",
 }
 
 

@@ -1,0 +1,211 @@
+"""The steering panel: clamp one SAE feature and watch a baseline and a steered reply being written side by side,
+each token shaded by how strongly the feature fires on it."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Sequence
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from saelab import features, steer
+from saelab.features import FeatureStore
+from saelab.plots import features as feature_plots
+from saelab.sae import SAE
+from saelab.streaming import StreamedToken
+
+DEFAULT_PROMPT = "What is your physical form?"
+MULTIPLE_RANGE = (-10.0, 20.0)  # clamp values, in multiples of the feature's largest activation on the corpus
+REPLIES = ("baseline", "steered")
+_COLOURS = {"baseline": "#7f7f7f", "steered": "#ff7f0e"}
+
+
+def clamp_value(store: FeatureStore, feature: int, multiple: float) -> float:
+    """The activation ``feature`` is clamped to: ``multiple`` times its maximum on the store's corpus (0 ablates)."""
+    features.check_feature(store.d_sae, feature)
+    if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or not math.isfinite(multiple):
+        raise ValueError(f"multiple must be a finite number, got {multiple!r}")
+    low, high = MULTIPLE_RANGE
+    if not low <= multiple <= high:
+        raise ValueError(f"multiple must be between {low:g} and {high:g} (times the feature's max), got {multiple!r}")
+    top = float(store.max_activation[feature])
+    if top <= 0:
+        raise ValueError(f"feature {feature} never fired on the store's corpus (max activation 0), so multiples of "
+                         "it clamp nothing; pick another feature")
+    return multiple * top
+
+
+def reply_html(title: str, steps: Sequence[StreamedToken], scale: float, *, writing: bool = False) -> str:
+    """One reply as text, each token shaded by the feature's activation on it (hover shows the value)."""
+    shown = [step for step in steps if step.text]  # special tokens (end of turn) add no text
+    body = feature_plots.highlighted_tokens_html([s.text for s in shown], [s.activation or 0.0 for s in shown],
+                                                 scale)
+    cursor = "<span style='color:#999'>▌</span>" if writing else ""
+    return (f"<div style='width:100%'><b>{html.escape(title)}</b><div style='font-family:monospace;"
+            f"white-space:pre-wrap;border:1px solid #ddd;padding:6px;min-height:4em'>{body}{cursor}</div></div>")
+
+
+def activation_figure(feature: int, replies: dict[str, Sequence[StreamedToken]], max_activation: float) -> go.Figure:
+    """The feature's activation on each generated token of both replies, as bars (hover shows the token)."""
+    fig = go.Figure()
+    for name in REPLIES:
+        fig.add_bar(name=name, **_bars(replies.get(name, [])), marker_color=_COLOURS[name],
+                    hovertemplate="token %{x} %{hovertext}: %{y:.2f}<extra>" + name + "</extra>")
+    fig.add_hline(y=max_activation, line_dash="dot", line_color="#d62728",
+                  annotation_text="max on corpus", annotation_position="top left")
+    fig.update_layout(title=f"feature {feature} on each generated token (before the clamp)", barmode="group",
+                      height=260, width=900, margin=dict(l=50, r=10, t=40, b=40), legend=dict(orientation="h"))
+    fig.update_xaxes(title="generated token")
+    fig.update_yaxes(title="activation")
+    return fig
+
+
+def _bars(steps: Sequence[StreamedToken]) -> dict:
+    return dict(x=list(range(1, len(steps) + 1)), y=[s.activation or 0.0 for s in steps],
+                hovertext=[repr(s.text) for s in steps])
+
+
+def _error_html(error: Exception) -> str:
+    message = str(error).splitlines()[0] if str(error) else ""
+    return f"<span style='color:#d62728'><b>{type(error).__name__}</b>: {html.escape(message, quote=False)}</span>"
+
+
+class SteeringPanel(widgets.VBox):
+    """Pick a feature (id or search), a clamp strength and a prompt; Generate streams both replies."""
+
+    def __init__(self, model, sae: SAE, store: FeatureStore, feature: int | None = None,
+                 prompt: str = DEFAULT_PROMPT, multiple: float = 1.0, max_new_tokens: int = 48,
+                 temperature: float = 0.0, seed: int = 0):
+        self.hook_name = store.metadata["hook_name"]
+        features.check_sae_fits_model(model, sae, self.hook_name)
+        if store.d_sae != sae.cfg.d_sae:
+            raise ValueError(f"the store describes {store.d_sae} features but the SAE has d_sae={sae.cfg.d_sae}: "
+                             "they belong to different SAEs")
+        if feature is None:  # the feature that fires most strongly, until the learner picks one
+            feature = int(store.max_activation.argmax())
+        clamp_value(store, features.check_feature(sae, feature), multiple)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 256:
+            raise ValueError(f"max_new_tokens must be an integer in 1..256, got {max_new_tokens!r}")
+        self.model, self.sae, self.store = model, sae, store
+        self.temperature, self.seed = temperature, seed
+        self.replies: dict[str, list[StreamedToken]] = {name: [] for name in REPLIES}
+        self.last_error: Exception | None = None
+        self._drawn = (feature, multiple)  # the feature and multiple the replies on show were written with
+
+        self.feature = widgets.BoundedIntText(value=feature, min=0, max=sae.cfg.d_sae - 1, description="feature")
+        self.query = widgets.Text(placeholder="find features firing on this text", layout={"width": "340px"},
+                                  continuous_update=False)
+        self.search_button = widgets.Button(description="Search")
+        self.results = widgets.Dropdown(options=[], description="results", layout={"width": "340px"})
+        self.multiple = widgets.FloatSlider(value=multiple, min=MULTIPLE_RANGE[0], max=MULTIPLE_RANGE[1], step=0.25,
+                                            description="clamp × max", continuous_update=False,
+                                            layout={"width": "520px"}, style={"description_width": "initial"})
+        self.feature_info = widgets.HTML()
+        self.prompt = widgets.Text(value=prompt, description="prompt", layout={"width": "620px"})
+        self.max_new_tokens = widgets.BoundedIntText(value=max_new_tokens, min=1, max=256, description="new tokens")
+        self.generate_button = widgets.Button(description="Generate", button_style="primary")
+        self.status = widgets.HTML()
+        self.baseline = widgets.HTML(layout={"width": "50%"})
+        self.steered = widgets.HTML(layout={"width": "50%"})
+        self.chart = go.FigureWidget(activation_figure(feature, self.replies, float(store.max_activation[feature])))
+
+        self.feature.observe(self._guarded(self.show_feature), names="value")
+        self.multiple.observe(self._guarded(self.show_feature), names="value")
+        self.search_button.on_click(self._guarded(self.search))
+        self.query.observe(self._guarded(self.search), names="value")
+        self.results.observe(self._guarded(self._pick_result), names="value")
+        self.generate_button.on_click(self._guarded(self.generate))
+        self.show_feature()
+        self._draw_replies(writing=False)
+        super().__init__([
+            widgets.HBox([self.feature, self.query, self.search_button]), self.results,
+            self.multiple, self.feature_info, widgets.HBox([self.prompt, self.max_new_tokens]),
+            widgets.HBox([self.generate_button, self.status]), widgets.HBox([self.baseline, self.steered]),
+            self.chart,
+        ])
+
+    def _guarded(self, action):
+        """A callback that shows its error in the panel (a widget callback's exception is otherwise lost)."""
+        def callback(*_args):
+            try:
+                self.last_error = None
+                action()
+            except Exception as error:  # noqa: BLE001 - shown to the learner, kept in last_error
+                self.last_error = error
+                self.status.value = _error_html(error)
+        return callback
+
+    def show_feature(self) -> None:
+        f = self.feature.value
+        top, density = float(self.store.max_activation[f]), float(self.store.density[f])
+        info = (f"<b>feature {f}</b> · max activation {top:.2f} · fires on {density:.3%} of "
+                f"{self.store.n_tokens:,} tokens")
+        if top > 0:
+            value = clamp_value(self.store, f, self.multiple.value)
+            effect = "ablates it (clamps to 0)" if value == 0 else f"clamps it to {value:.2f}"
+            info += f" · {self.multiple.value:g} × max {effect} at every position, error term kept"
+        else:
+            info += " · <span style='color:#d62728'>never fired: pick another feature</span>"
+        self.feature_info.value = info
+
+    def search(self) -> None:
+        if not self.query.value.strip():
+            self.results.options = []
+            return
+        found = features.search_features(self.model, self.sae, self.store, self.query.value, k=10)
+        self.results.options = [(f"feature {f}: {score:.0%} of its max", f) for f, score in found]
+        self.status.value = "" if found else "<i>no feature fires on that text</i>"
+
+    def _pick_result(self) -> None:
+        if self.results.value is not None:
+            self.feature.value = self.results.value
+
+    def generate(self) -> None:
+        """Stream the baseline and the steered reply, redrawing after every token."""
+        f = self.feature.value
+        value = clamp_value(self.store, f, self.multiple.value)
+        stream = steer.stream_replies(self.model, self.prompt.value, sae=self.sae, clamps={f: value},
+                                      hook_name=self.hook_name, feature=f,
+                                      max_new_tokens=self.max_new_tokens.value, temperature=self.temperature,
+                                      seed=self.seed)
+        self.replies = {name: [] for name in REPLIES}
+        self._drawn = (f, self.multiple.value)
+        self.generate_button.disabled = True
+        try:
+            self._draw_replies(writing=True)
+            for which, token in stream:
+                self.replies[which].append(token)
+                self._draw_replies(writing=True, only=which)
+                self.status.value = ("<i>writing… " + " · ".join(f"{name} {len(self.replies[name])}"
+                                                                 for name in REPLIES) + " tokens</i>")
+            self.status.value = f"done: feature {f} clamped to {value:.2f} ({self.multiple.value:g} × max)"
+        finally:
+            self.generate_button.disabled = False
+            self._draw_replies(writing=False)
+
+    def _draw_replies(self, writing: bool, only: str | None = None) -> None:
+        f, multiple = self._drawn
+        scale = float(self.store.max_activation[f])
+        titles = {"baseline": "baseline", "steered": f"steered: feature {f} clamped at {multiple:g} × max"}
+        with self.chart.batch_update():
+            for i, name in enumerate(REPLIES):
+                if only in (None, name):
+                    getattr(self, name).value = reply_html(titles[name], self.replies[name], scale, writing=writing)
+                    self.chart.data[i].update(_bars(self.replies[name]))
+            if only is None:
+                fresh = activation_figure(f, {}, scale)
+                self.chart.layout.title.text = fresh.layout.title.text
+                self.chart.layout.shapes, self.chart.layout.annotations = fresh.layout.shapes, fresh.layout.annotations
+
+def steering_panel(model, sae: SAE, store: FeatureStore, feature: int | None = None, prompt: str = DEFAULT_PROMPT,
+                   multiple: float = 1.0, max_new_tokens: int = 48, temperature: float = 0.0,
+                   seed: int = 0) -> SteeringPanel:
+    """Clamp ``feature`` of ``sae`` at ``multiple`` × its max activation (from ``store``) and compare replies.
+
+    ``feature=None`` starts at the feature with the largest activation on the corpus; search by text to find
+    another. On SmolLM2-135M, coherent steering sits near 0.75-2 × max; far above, replies collapse into
+    repeated tokens.
+    """
+    return SteeringPanel(model, sae, store, feature, prompt, multiple, max_new_tokens, temperature, seed)

@@ -1,0 +1,146 @@
+"""The steering panel on the tiny model, driven without a browser: it streams the replies steer.generate gives,
+shows each token's feature activation, follows its controls, and shows errors instead of losing them."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from saelab import features, steer
+from saelab.corpus import tokenize_corpus
+from saelab.sae import SAE, SAEConfig
+from saelab.widgets import steering_panel
+from saelab.widgets.steer_panel import clamp_value
+
+HOOK = "blocks.2.hook_resid_post"
+PROMPT = "What is your physical form?"
+
+
+def any_hooks(model) -> bool:
+    return any(point.has_hooks() for point in model.hook_dict.values())
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tiny_texts):
+    sae = SAE(SAEConfig(d_in=32, d_sae=24, architecture="topk", k=4, metadata={"hook_name": HOOK}), seed=1)
+    tokens = tokenize_corpus(tiny_model, tiny_texts, seq_len=16)
+    store = features.build_feature_store(tiny_model, sae, HOOK, tokens, n_top=4, progress=False)
+    return tiny_model, sae, store
+
+
+def test_generate_streams_steer_generates_replies_with_each_tokens_activation(setup):
+    model, sae, store = setup
+    feature = int(store.max_activation.argmax())
+    panel = steering_panel(model, sae, store, feature=feature, multiple=10.0, max_new_tokens=8, temperature=1.0,
+                           seed=2)
+    drawn, progress = [], []
+    panel.steered.observe(lambda change: drawn.append(change["new"]), names="value")
+    panel.status.observe(lambda change: progress.append(change["new"]), names="value")
+    panel.generate_button.click()
+
+    assert panel.last_error is None and "done" in panel.status.value
+    value = 10.0 * store.max_activation[feature].item()
+    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: value}, max_new_tokens=8, temperature=1.0,
+                              seed=2)
+    texts = {name: "".join(t.text for t in panel.replies[name]).strip() for name in ("baseline", "steered")}
+    assert (texts["baseline"], texts["steered"]) == expected
+    assert texts["baseline"] != texts["steered"]
+    # Streamed: progress after every token of either reply, the steered column redrawn as each of its tokens
+    # adds text, with a writing cursor until the end.
+    shown = [t for t in panel.replies["steered"] if t.text]
+    steps = [f"<i>writing… baseline {(i + 1) // 2} · steered {i // 2} tokens</i>" for i in range(1, 17)]
+    assert progress[:16] == steps
+    assert len(drawn) >= len(shown) and "▌" in drawn[1] and "▌" not in drawn[-1]
+    # Each shown token is one shaded span; the chart holds each token's activation.
+    assert panel.steered.value.count("<span title=") == len(shown)
+    for i, name in enumerate(("baseline", "steered")):
+        assert list(panel.chart.data[i].y) == pytest.approx([t.activation for t in panel.replies[name]])
+    assert any(t.activation > 0 for t in panel.replies["baseline"] + panel.replies["steered"])
+    assert not panel.generate_button.disabled and not any_hooks(model)
+
+
+def test_the_slider_sets_the_clamp_in_multiples_of_the_features_max(setup):
+    model, sae, store = setup
+    feature = int(store.max_activation.argmax())
+    top = store.max_activation[feature].item()
+    panel = steering_panel(model, sae, store, feature=feature, max_new_tokens=6)
+    panel.multiple.value = 0.0
+    assert "ablates it" in panel.feature_info.value
+    panel.multiple.value = -2.5
+    assert f"clamps it to {-2.5 * top:.2f}" in panel.feature_info.value
+    panel.multiple.value = 20.0
+    panel.generate_button.click()
+    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: 20.0 * top}, max_new_tokens=6)
+    assert "".join(t.text for t in panel.replies["steered"]).strip() == expected.steered
+    assert "20 × max" in panel.steered.value
+
+
+def test_search_lists_features_and_picking_one_selects_it(setup):
+    model, sae, store = setup
+    panel = steering_panel(model, sae, store)
+    panel.query.value = "brown fox"
+    expected = [f for f, _ in features.search_features(model, sae, store, "brown fox", k=10)]
+    assert [value for _, value in panel.results.options] == expected
+    panel.results.value = expected[-1]
+    assert panel.feature.value == expected[-1]
+    assert f"feature {expected[-1]}</b>" in panel.feature_info.value
+
+
+def test_errors_in_callbacks_show_in_the_panel_and_leave_no_hook(setup, monkeypatch):
+    model, sae, store = setup
+    panel = steering_panel(model, sae, store, max_new_tokens=8)
+    panel.prompt.value = "   "
+    panel.generate_button.click()
+    assert "ValueError</b>: prompt must be a non-empty string" in panel.status.value
+    assert isinstance(panel.last_error, ValueError)
+
+    # The encoder breaks midway through generation: the message is shown, the hooks are gone, the button is back.
+    panel.prompt.value = PROMPT
+    calls, encode = [], sae.encode
+
+    def breaks_on_the_sixth_call(x):
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("the encoder broke")
+        return encode(x)
+
+    monkeypatch.setattr(sae, "encode", breaks_on_the_sixth_call)
+    panel.generate_button.click()
+    assert "RuntimeError</b>: the encoder broke" in panel.status.value
+    assert 0 < len(panel.replies["baseline"]) < 8 and "▌" not in panel.steered.value
+    assert not any_hooks(model) and not panel.generate_button.disabled and torch.is_grad_enabled()
+
+
+def test_a_feature_that_never_fired_is_flagged_and_refused(setup):
+    model, sae, store = setup
+    silent = dataclasses.replace(store, max_activation=store.max_activation.clone())
+    silent.max_activation[5] = 0.0
+    panel = steering_panel(model, sae, silent, feature=int(store.max_activation.argmax()), max_new_tokens=4)
+    panel.feature.value = 5
+    assert "never fired" in panel.feature_info.value
+    panel.generate_button.click()
+    assert "feature 5 never fired on the store's corpus" in panel.status.value
+    assert isinstance(panel.last_error, ValueError) and panel.replies["steered"] == []
+    assert not any_hooks(model)
+
+
+def test_bad_panel_arguments_are_one_line_errors(setup):
+    model, sae, store = setup
+    other = SAE(SAEConfig(d_in=32, d_sae=8, metadata={"hook_name": HOOK}), seed=0)
+    cases = [
+        (dict(feature=24), "feature must be an integer in 0..23"),
+        (dict(feature=-1), "feature must be an integer in 0..23"),
+        (dict(multiple=float("nan")), "multiple must be a finite number"),
+        (dict(multiple=float("inf")), "multiple must be a finite number"),
+        (dict(multiple=25.0), "multiple must be between -10 and 20"),
+        (dict(max_new_tokens=0), "max_new_tokens must be an integer in 1..256"),
+        (dict(sae=other), "the store describes 24 features but the SAE has d_sae=8"),
+        (dict(sae=SAE(SAEConfig(d_in=16, d_sae=24), seed=0)), "d_in=16 but the model's d_model is 32"),
+    ]
+    for overrides, message in cases:
+        arguments = dict(model=model, sae=sae, store=store) | overrides
+        with pytest.raises(ValueError) as error:
+            steering_panel(**arguments)
+        assert message in str(error.value) and "\n" not in str(error.value)
+    assert clamp_value(store, 3, 0.0) == 0.0
+    assert clamp_value(store, 3, -1.5) == pytest.approx(-1.5 * store.max_activation[3].item())
