@@ -180,3 +180,47 @@ def check_heldout(model, sae: SAE, feature: int, concept: str, hook_name: str | 
     values = stats.maxima[:, feature].tolist()
     n = len(held.concept)
     return HeldOutCheck(feature, concept, held.concept, values[:n], held.unrelated, values[n:])
+
+
+def name_concept_features(model, sae: SAE, names: Sequence[str] | None = None, *, min_coverage: float = 0.1,
+                          progress: bool = True) -> dict[str, dict]:
+    """For each concept, the best-scoring feature on its slice that fires on at least ``min_coverage`` of the
+    slice's tokens, with the evidence: its slice scores, the runners-up, and the held-out check."""
+    named = {}
+    for concept in names or concepts.available():
+        ranked = score_concept(model, sae, concept, progress=progress).top(k=5, min_coverage=min_coverage)
+        if not ranked:
+            continue
+        check = check_heldout(model, sae, ranked[0]["feature"], concept)
+        named[concept] = {"feature": ranked[0]["feature"], "slice": ranked[0], "runners_up": ranked[1:],
+                          "heldout": {"fires_on_concept": check.fires_on_concept,
+                                      "silent_on_unrelated": check.silent_on_unrelated,
+                                      "concept_maxima": check.concept_maxima,
+                                      "unrelated_maxima": check.unrelated_maxima}}
+    return named
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+    from pathlib import Path
+
+    from saelab import lm
+    from saelab.files import write_json_atomic
+
+    parser = argparse.ArgumentParser(description="Name an SAE's concept features; writes <sae folder>/features.json.")
+    parser.add_argument("sae_folder", type=Path)
+    parser.add_argument("--concepts", nargs="*", default=None, help=f"default: {', '.join(concepts.available())}")
+    parser.add_argument("--min-coverage", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    sae = SAE.load(args.sae_folder).eval()
+    model = lm.load_model(sae.cfg.metadata.get("model_name", lm.DEFAULT_MODEL))
+    named = name_concept_features(model, sae, args.concepts, min_coverage=args.min_coverage)
+    write_json_atomic(args.sae_folder / "features.json", named)
+    print(json.dumps({c: {"feature": v["feature"], **v["slice"], "heldout": [v["heldout"]["fires_on_concept"],
+                                                                           v["heldout"]["silent_on_unrelated"]]}
+                      for c, v in named.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
