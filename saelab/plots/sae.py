@@ -101,3 +101,18 @@ def summary_table(rows: Sequence[dict]) -> go.Figure:
     keys = list(rows[0])
     cells = [[f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for r in rows] for k in keys]
     return go.Figure(go.Table(header=dict(values=keys), cells=dict(values=cells)))
+
+
+def sae_comparison(rows: Sequence[dict], metrics: Sequence[tuple[str, str]] = (
+        ("fvu", "FVU (lower is better)"), ("ce_loss_recovered", "CE loss recovered (higher is better)"),
+        ("dead_fraction", "dead latents (fraction)")), title: str = "SAEs on the same held-out tokens") -> go.Figure:
+    """One panel per metric, one bar per SAE; each row is a dict with ``name`` and the metric keys."""
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[label for _, label in metrics])
+    colours = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+    for col, (key, _) in enumerate(metrics, start=1):
+        fig.add_trace(go.Bar(x=[r["name"] for r in rows], y=[r[key] for r in rows], showlegend=False,
+                             marker_color=[colours[i % len(colours)] for i in range(len(rows))],
+                             text=[f"{r[key]:.3f}" for r in rows], textposition="auto",
+                             hovertemplate="%{x}: %{y:.4f}<extra></extra>"), row=1, col=col)
+    fig.update_layout(title=title, height=320, width=900)
+    return fig
