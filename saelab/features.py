@@ -2,15 +2,18 @@
 
 Reading a feature's top examples means encoding a whole corpus, which takes minutes; a ``FeatureStore`` does
 that once and keeps, per feature, its top activations (with where they occurred), its density, its maximum and
-a histogram of its activations, so a dashboard answers in milliseconds. Everything else here works on a single
-text and is fast enough to run live.
+a histogram of its activations, and the feature's activations in a window of tokens around each top example,
+so a dashboard answers without running the model. Everything else here works on a single text and is fast
+enough to run live.
 
-Shape letters in local names: R activation rows (tokens), F d_sae, T n_top, V d_vocab, D d_model.
+Shape letters in local names: R activation rows (tokens), F d_sae, T n_top, K candidates, W window, V d_vocab,
+D d_model.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +32,21 @@ from saelab.splice import check_sae_fits_model, check_sae_width
 
 # Activation histograms use log10-spaced bins over this range (activations in the model's own units).
 HISTOGRAM_LOG10_RANGE, HISTOGRAM_BINS = (-2.0, 3.0), 50
+# Tokens kept before and after each top example, with the feature's activation on each (what a dashboard shows).
+CONTEXT_WINDOW = (12, 4)
 _FORMAT = "saelab-feature-store-v1"
 
 
 def check_feature(sae_or_size: SAE | int, feature: int) -> int:
+    """``feature`` as a Python int, or a one-line error naming the allowed range (numpy/torch integers accepted)."""
     d_sae = sae_or_size if isinstance(sae_or_size, int) else sae_or_size.cfg.d_sae
-    if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < d_sae:
+    try:
+        index = None if isinstance(feature, (bool, float)) else operator.index(feature)
+    except TypeError:
+        index = None
+    if index is None or not 0 <= index < d_sae:
         raise ValueError(f"feature must be an integer in 0..{d_sae - 1}, got {feature!r}")
-    return feature
+    return index
 
 
 @dataclass
@@ -45,6 +55,9 @@ class FeatureStore:
 
     ``top_index`` holds flat token positions ``row * seq_len + pos`` into ``tokens`` (-1 where a feature fired
     on fewer than ``n_top`` tokens); ``histogram`` counts non-zero activations in log10 bins ``bin_edges``.
+    ``context_activations[f, t]`` is feature ``f``'s activation on the ``before + 1 + after`` tokens around its
+    ``t``-th top example (``metadata["context_window"] == [before, after]``; 0 outside the row), or None for a
+    store built without them.
     """
 
     tokens: Int[Tensor, "n_seq pos"]
@@ -57,21 +70,26 @@ class FeatureStore:
     bin_edges: Float[Tensor, " bins_plus_one"]
     n_tokens: int
     metadata: dict = field(default_factory=dict)
+    context_activations: Float[Tensor, "d_sae n_top window"] | None = None
 
     @property
     def d_sae(self) -> int:
         return self.top_values.shape[0]
 
+    @property
+    def hook_name(self) -> str:
+        return self.metadata["hook_name"]
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write one safetensors file atomically (temp file + rename): an interrupted save leaves no partial file."""
-        tensors = {name: getattr(self, name).contiguous() for name in
-                   ("tokens", "top_values", "top_index", "density", "max_activation", "mean_when_active",
-                    "histogram", "bin_edges")}
+        names = ["tokens", "top_values", "top_index", "density", "max_activation", "mean_when_active", "histogram",
+                 "bin_edges"] + (["context_activations"] if self.context_activations is not None else [])
+        tensors = {name: getattr(self, name).contiguous() for name in names}
         header = {"format": _FORMAT, "n_tokens": str(self.n_tokens), "metadata": json.dumps(self.metadata)}
         return write_atomic(path, lambda temporary: save_file(tensors, temporary, metadata=header))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureStore":
+    def load(cls, path: str | os.PathLike) -> FeatureStore:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no feature store at {path}")
@@ -88,6 +106,23 @@ class FeatureStore:
         return cls(**tensors, n_tokens=int(header["n_tokens"]), metadata=json.loads(header["metadata"]))
 
 
+def check_store_fits(model, sae: SAE, store: FeatureStore) -> None:
+    """Refuse a store built for another SAE (other width or hook) and an SAE that does not fit the model."""
+    if not isinstance(store, FeatureStore):
+        raise TypeError(f"store must be a FeatureStore (features.build_feature_store or FeatureStore.load), "
+                        f"got {type(store).__name__}")
+    check_sae_fits_model(model, sae, store.hook_name)
+    if store.d_sae != sae.cfg.d_sae:
+        raise ValueError(f"the feature store was built for an SAE with d_sae={store.d_sae}, but this SAE has "
+                         f"d_sae={sae.cfg.d_sae}")
+
+
+def _check_window(before: int, after: int) -> None:
+    for name, value in (("before", before), ("after", after)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
 def build_feature_store(
     model,
     sae: SAE,
@@ -99,20 +134,30 @@ def build_feature_store(
     rows_per_chunk: int = 64,
     dtype: torch.dtype | None = None,
     max_norm: float | None = None,
+    context_window: tuple[int, int] | None = CONTEXT_WINDOW,
     progress: bool = True,
 ) -> FeatureStore:
     """Encode every token of ``tokens`` (position 0 of each row skipped, as in harvesting) and summarise.
 
     ``max_norm`` skips tokens whose activation norm exceeds it (the rare outlier tokens of a residual stream,
-    which would otherwise top every feature's list).
+    which would otherwise top every feature's list); they still show, with their activations, inside the
+    windows of ``context_window = (before, after)`` tokens kept around each top example (None keeps none).
     """
     check_tokens(model, tokens)
     check_sae_fits_model(model, sae, hook_name)
     if n_top < 1:
         raise ValueError(f"n_top must be >= 1, got {n_top}")
-    d_sae = sae.cfg.d_sae
+    if context_window is not None:
+        if not isinstance(context_window, (tuple, list)) or len(context_window) != 2:
+            raise ValueError(f"context_window must be (before, after) or None, got {context_window!r}")
+        _check_window(*context_window)
+    d_sae, seq_len = sae.cfg.d_sae, tokens.shape[1]
     top_values_FT = torch.full((d_sae, n_top), -1.0)
     top_index_FT = torch.full((d_sae, n_top), -1, dtype=torch.long)
+    before, after = context_window or (0, 0)
+    offsets_W = torch.arange(-before, after + 1)
+    top_windows_FTW = torch.zeros(d_sae, n_top, len(offsets_W)) if context_window is not None else None
+    feature_ids_F11 = torch.arange(d_sae)[:, None, None]
     active_count_F = torch.zeros(d_sae)
     active_sum_F = torch.zeros(d_sae)
     edges = torch.linspace(*HISTOGRAM_LOG10_RANGE, HISTOGRAM_BINS + 1)
@@ -128,13 +173,16 @@ def build_feature_store(
                                           progress=False).float()
             index_R = flat_index[row:row + acts_RD.shape[0]]
             row += acts_RD.shape[0]
+            # Every token is encoded (outliers too: they appear in the windows); only kept ones are summarised.
+            chunk_f_RF = sae.encode(acts_RD)
+            f_RF, local_R = chunk_f_RF, torch.arange(acts_RD.shape[0])
             if max_norm is not None:
                 keep = acts_RD.norm(dim=-1) <= max_norm
-                acts_RD, index_R = acts_RD[keep], index_R[keep]
-            if acts_RD.shape[0] == 0:
+                if not keep.all():
+                    f_RF, index_R, local_R = chunk_f_RF[keep], index_R[keep], local_R[keep]
+            if f_RF.shape[0] == 0:
                 bar.update(chunk.shape[0])
                 continue
-            f_RF = sae.encode(acts_RD)
             n_tokens += f_RF.shape[0]
             active_RF = f_RF > 0
             active_count_F += active_RF.sum(0)
@@ -147,6 +195,11 @@ def build_feature_store(
             merged_index = torch.cat([top_index_FT, index_R[chunk_rows_FK]], dim=1)
             best_values, best_at = merged_values.topk(n_top, dim=1)
             top_values_FT, top_index_FT = best_values, merged_index.gather(1, best_at)
+            if top_windows_FTW is not None:
+                # The candidates' windows come from this chunk's own codes (chunks hold whole rows).
+                windows_FKW = _windows(chunk_f_RF, local_R[chunk_rows_FK], offsets_W, seq_len - 1, feature_ids_F11)
+                merged_windows = torch.cat([top_windows_FTW, windows_FKW], dim=1)
+                top_windows_FTW = merged_windows.gather(1, best_at[..., None].expand(-1, -1, len(offsets_W)))
 
             rows, features = active_RF.nonzero(as_tuple=True)
             bins = torch.bucketize(f_RF[rows, features].log10(), edges[1:-1])
@@ -158,15 +211,30 @@ def build_feature_store(
     empty = top_values_FT <= 0  # a slot filled by a zero activation is no example of the feature firing
     top_index_FT[empty] = -1
     top_values_FT = top_values_FT.clamp(min=0)
+    if top_windows_FTW is not None:
+        top_windows_FTW[empty] = 0
     metadata = {"hook_name": hook_name, "d_sae": d_sae, "n_top": n_top, "max_norm": max_norm,
+                "context_window": list(context_window) if context_window is not None else None,
                 "sae": dict(sae.cfg.metadata)}
     return FeatureStore(
         tokens=tokens.clone(), top_values=top_values_FT, top_index=top_index_FT,
         density=active_count_F / n_tokens, max_activation=top_values_FT[:, 0].clone(),
         mean_when_active=active_sum_F / active_count_F.clamp(min=1),
         histogram=histogram_FB.view(d_sae, HISTOGRAM_BINS), bin_edges=edges, n_tokens=n_tokens,
-        metadata=metadata,
+        metadata=metadata, context_activations=top_windows_FTW,
     )
+
+
+def _windows(f_RF: Float[Tensor, "rows d_sae"], at_FK: Int[Tensor, "d_sae k"], offsets_W: Int[Tensor, " window"],
+             positions: int, feature_ids_F11: Int[Tensor, "d_sae 1 1"]) -> Float[Tensor, "d_sae k window"]:
+    """Feature f's activation around code row ``at_FK[f, j]``, within that row's sequence (0 beyond its ends).
+
+    Code rows are sequence-major with ``positions`` rows per sequence (BOS dropped)."""
+    sequence_FK, position_FK = at_FK.div(positions, rounding_mode="floor"), at_FK % positions
+    position_FKW = position_FK[..., None] + offsets_W
+    inside_FKW = (position_FKW >= 0) & (position_FKW < positions)
+    rows_FKW = sequence_FK[..., None] * positions + position_FKW.clamp(0, positions - 1)
+    return f_RF[rows_FKW, feature_ids_F11] * inside_FKW
 
 
 @dataclass
@@ -183,23 +251,51 @@ def top_contexts(model, sae: SAE, store: FeatureStore, feature: int, n: int = 10
                  after: int = 4) -> list[Context]:
     """The ``n`` strongest activations of ``feature`` in the store's corpus, each with its surrounding tokens.
 
-    The window's activations are recomputed (one short forward pass per context), so the highlighting shows
-    how the feature rises and falls around its peak.
+    The activations around each peak show how the feature rises and falls there. They come from the store
+    when it kept a wide enough window (no model run); otherwise the rows holding the examples run through the
+    model once, together, up to the SAE's hook and the last position needed.
     """
-    check_feature(store.d_sae, feature)
-    hook_name = store.metadata["hook_name"]
+    check_store_fits(model, sae, store)
+    feature = check_feature(store.d_sae, feature)
+    _check_window(before, after)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
     seq_len = store.tokens.shape[1]
-    contexts = []
-    for value, flat in zip(store.top_values[feature, :n].tolist(), store.top_index[feature, :n].tolist()):
-        if flat < 0:
-            break
-        row, pos = divmod(flat, seq_len)
-        first, last = max(1, pos - before), min(seq_len, pos + after + 1)
-        window = store.tokens[row:row + 1, :last]  # keep the prefix: activations depend on what came before
-        acts = feature_activations(model, sae, hook_name, window)[0, :, feature]
-        contexts.append(Context(tokens=model.to_str_tokens(window[0, first:last]),
-                                activations=acts[first:last].tolist(), peak=pos - first, value=value))
-    return contexts
+    found = [(value, *divmod(flat, seq_len)) for value, flat in
+             zip(store.top_values[feature, :n].tolist(), store.top_index[feature, :n].tolist()) if flat >= 0]
+    spans = [(max(1, pos - before), min(seq_len, pos + after + 1)) for _, _, pos in found]
+    stored = store.metadata.get("context_window")
+    if store.context_activations is not None and stored and before <= stored[0] and after <= stored[1]:
+        centre = stored[0]
+        activations = [store.context_activations[feature, slot, centre - (pos - first):centre + (last - pos)]
+                       for slot, ((_, _, pos), (first, last)) in enumerate(zip(found, spans))]
+    else:
+        activations = _live_windows(model, sae, store, feature, [(row, first, last) for (_, row, _), (first, last)
+                                                                 in zip(found, spans)])
+    return [Context(tokens=model.to_str_tokens(store.tokens[row, first:last]), activations=acts.tolist(),
+                    peak=pos - first, value=value)
+            for (value, row, pos), (first, last), acts in zip(found, spans, activations)]
+
+
+def _live_windows(model, sae: SAE, store: FeatureStore, feature: int, spans: list[tuple[int, int, int]]
+                  ) -> list[Float[Tensor, " window"]]:
+    """``feature``'s activations on ``tokens[row, first:last]`` for each span: one forward pass over the rows
+    involved, each cut after the last position any of its spans needs (causal attention: later tokens cannot
+    change earlier activations, so cutting changes nothing); only the spans' positions are encoded."""
+    if not spans:
+        return []
+    needed: dict[int, int] = {}
+    for row, _, last in spans:
+        needed[row] = max(needed.get(row, 0), last)
+    rows = sorted(needed)
+    length = max(needed.values())
+    acts_RD = collect_activations(model, store.hook_name, store.tokens[rows, :length], batch_size=len(rows),
+                                  progress=False, drop_bos=False)
+    where = {row: i * length for i, row in enumerate(rows)}
+    picked = torch.cat([torch.arange(where[row] + first, where[row] + last) for row, first, last in spans])
+    with torch.no_grad():
+        values = sae.encode(acts_RD[picked].float())[:, feature]
+    return list(values.split([last - first for _, first, last in spans]))
 
 
 def feature_activations(model, sae: SAE, hook_name: str, tokens: Int[Tensor, "batch pos"]
@@ -215,8 +311,9 @@ def feature_activations(model, sae: SAE, hook_name: str, tokens: Int[Tensor, "ba
 
 def text_tokens(model, text: str) -> Int[Tensor, "1 pos"]:
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("text must be a non-empty string")
-    tokens = model.to_tokens(text)
+        shown = repr(text) if isinstance(text, str) else type(text).__name__
+        raise ValueError(f"text must be a non-empty string with some non-space character, got {shown}")
+    tokens = model.to_tokens(text, truncate=False)  # say it is too long rather than silently cut it
     if tokens.shape[1] > model.cfg.n_ctx:
         raise ValueError(f"text is {tokens.shape[1]} tokens long, more than the model's context n_ctx={model.cfg.n_ctx}")
     return tokens
@@ -239,7 +336,7 @@ def logit_effects(model, sae: SAE, feature: int, k: int = 10) -> tuple[list[tupl
     The direction passes through the final norm's learned scale and the unembedding, ignoring later layers —
     a first look, as in Anthropic's dashboards, not the feature's full effect.
     """
-    check_feature(sae, feature)
+    feature = check_feature(sae, feature)
     check_sae_width(model, sae)
     with torch.no_grad():
         direction_D = sae.W_dec[feature].float()
@@ -258,7 +355,8 @@ def search_features(model, sae: SAE, store: FeatureStore, text: str, k: int = 10
     Dividing by each feature's maximum keeps always-on, large features from crowding out the specific one
     a learner is looking for (searching "Golden Gate Bridge" should find the bridge, not "text is English").
     """
-    acts = feature_activations(model, sae, store.metadata["hook_name"], text_tokens(model, text))[0, 1:]
+    check_store_fits(model, sae, store)
+    acts = feature_activations(model, sae, store.hook_name, text_tokens(model, text))[0, 1:]
     relative_F = acts.max(dim=0).values / store.max_activation.clamp(min=1e-6)
     relative_F[store.max_activation <= 0] = 0
     values, ids = relative_F.topk(min(k, relative_F.shape[0]))

@@ -57,9 +57,53 @@ def test_highlighting_escapes_html_and_scales_by_the_maximum():
     assert "&lt;b&gt;" in text and "rgba(255,127,14,0.50)" in text and "rgba(255,127,14,0.00)" in text
 
 
-def test_a_dashboard_for_a_mismatched_sae_or_feature_is_refused(setup):
+def test_a_dashboard_for_a_mismatched_sae_store_or_feature_is_refused(setup):
     model, sae, store = setup
-    with pytest.raises(ValueError, match="feature must be an integer in 0..23"):
-        feature_dashboard(model, sae, store, feature=24)
+    for feature in (24, -1, 2.5, "3"):
+        with pytest.raises(ValueError, match=r"^feature must be an integer in 0\.\.23, got"):
+            feature_dashboard(model, sae, store, feature=feature)
     with pytest.raises(ValueError, match="d_in=16"):
         feature_dashboard(model, SAE(SAEConfig(d_in=16, d_sae=8), seed=0), store)
+    with pytest.raises(ValueError, match="built for an SAE with d_sae=24, but this SAE has d_sae=8"):
+        feature_dashboard(model, SAE(SAEConfig(d_in=32, d_sae=8, metadata={"hook_name": HOOK}), seed=0), store)
+    other = SAE(SAEConfig(d_in=32, d_sae=24, metadata={"hook_name": "blocks.15.hook_resid_post"}), seed=0)
+    with pytest.raises(ValueError, match="trained on 'blocks.15.hook_resid_post', not on hook_name='blocks.2"):
+        feature_dashboard(model, other, store)
+
+
+def test_the_feature_box_cannot_leave_the_sae(setup):
+    model, sae, store = setup
+    dashboard = feature_dashboard(model, sae, store)
+    dashboard.feature.value = 99
+    assert dashboard.feature.value == 23 and "feature 23</b>" in dashboard.stats.value
+
+
+def test_text_the_model_cannot_take_shows_a_message_instead_of_failing(setup):
+    model, sae, store = setup
+    dashboard = feature_dashboard(model, sae, store)
+    too_long = "brown fox " * 60  # more tokens than the tiny model's 64-token context
+    dashboard.own_text.value = too_long
+    assert "more than the model&#x27;s context n_ctx=64" in dashboard.own_result.value
+    dashboard.own_text.value = "   "
+    assert "type some text first" in dashboard.own_result.value
+    dashboard.query.value = too_long
+    assert dashboard.results.options == () and "n_ctx=64" in dashboard.search_message.value
+    dashboard.query.value = "brown fox"
+    assert dashboard.results.options and dashboard.search_message.value == ""
+
+
+def test_switching_reads_the_stored_windows_and_keeps_recent_panels(setup, monkeypatch):
+    model, sae, store = setup
+    a, b = store.max_activation.topk(2).indices.tolist()
+    dashboard = feature_dashboard(model, sae, store, feature=a)
+    first = dashboard.examples.value, dashboard.logits.value
+
+    def no_model_run(*args, **kwargs):
+        raise AssertionError("a feature switch should not run the model")
+
+    monkeypatch.setattr(features, "collect_activations", no_model_run)
+    dashboard.feature.value = b  # top examples from the store's windows, logit effects from the weights
+    assert f"feature {b}</b>" in dashboard.stats.value and dashboard.examples.value != first[0]
+    monkeypatch.setattr(features, "top_contexts", no_model_run)
+    dashboard.feature.value = a  # seen before: its panels are kept
+    assert (dashboard.examples.value, dashboard.logits.value) == first

@@ -33,7 +33,7 @@ def all_activations(model, sae, tokens):
 def test_store_keeps_each_features_true_top_activations_and_where_they_are(tiny_model, sae, tokens, store):
     acts = all_activations(tiny_model, sae, tokens)
     flat = torch.arange(tokens.numel()).view(tokens.shape)[:, 1:].reshape(-1)
-    values, rows = acts.T.topk(5, dim=1)
+    values = acts.T.topk(5, dim=1).values
     fired = values > 0
     assert torch.allclose(store.top_values[fired], values[fired], atol=1e-5)
     # the stored positions hold those values (the corpus repeats itself, so ties may pick other positions)
@@ -66,7 +66,8 @@ def test_outlier_tokens_are_left_out_when_asked(tiny_model, sae, tokens):
 def test_store_round_trips_through_a_file_and_refuses_foreign_files(store, tmp_path):
     path = store.save(tmp_path / "store.safetensors")
     loaded = features.FeatureStore.load(path)
-    for name in ("tokens", "top_values", "top_index", "density", "histogram", "bin_edges"):
+    assert store.context_activations is not None
+    for name in ("tokens", "top_values", "top_index", "density", "histogram", "bin_edges", "context_activations"):
         assert torch.equal(getattr(loaded, name), getattr(store, name))
     assert loaded.metadata == store.metadata and loaded.n_tokens == store.n_tokens
     garbage = tmp_path / "garbage.safetensors"
@@ -95,6 +96,57 @@ def test_top_contexts_centre_on_the_stored_peak(tiny_model, sae, store):
         assert max(context.activations) == pytest.approx(context.value, abs=1e-4) or len(context.tokens) <= 7
         assert len(context.tokens) == len(context.activations) <= 7
     assert contexts[0].value >= contexts[1].value >= contexts[2].value
+
+
+def expected_contexts(model, acts, store, feature, n, before, after):
+    """Brute force: ``acts``, every feature's activations on whole stored rows, cut to each example's window."""
+    seq_len = store.tokens.shape[1]
+    out = []
+    for flat in store.top_index[feature, :n].tolist():
+        if flat < 0:
+            break
+        row, pos = divmod(flat, seq_len)
+        first, last = max(1, pos - before), min(seq_len, pos + after + 1)
+        out.append((model.to_str_tokens(store.tokens[row, first:last]), acts[row, first:last, feature], pos - first))
+    return out
+
+
+def assert_contexts_match(contexts, expected):
+    assert len(contexts) == len(expected)
+    for context, (words, acts, peak) in zip(contexts, expected):
+        assert context.tokens == words and context.peak == peak
+        assert torch.allclose(torch.tensor(context.activations), acts, atol=1e-4)
+
+
+def test_top_contexts_from_the_stored_windows_and_from_the_model_equal_brute_force(
+        tiny_model, sae, tokens, monkeypatch):
+    # max_norm at the median norm: half the tokens are outliers, left out of the top lists but shown in windows
+    cut = features.collect_activations(tiny_model, HOOK, tokens, progress=False).norm(dim=-1).median().item()
+    windowed = features.build_feature_store(tiny_model, sae, HOOK, tokens, n_top=4, rows_per_chunk=5, max_norm=cut,
+                                            context_window=(4, 2), progress=False)
+    plain = features.build_feature_store(tiny_model, sae, HOOK, tokens, n_top=4, max_norm=cut, context_window=None,
+                                         progress=False)
+    assert plain.context_activations is None and windowed.context_activations.shape == (48, 4, 7)
+    assert torch.equal(plain.top_index, windowed.top_index)
+    firing = (windowed.top_index[:, 0] >= 0).nonzero().flatten().tolist()[::3]
+    assert len(firing) > 5
+    acts = features.feature_activations(tiny_model, sae, HOOK, tokens)
+    expected = {(f, b, a): expected_contexts(tiny_model, acts, windowed, f, 4, b, a)
+                for f in firing for b, a in ((4, 2), (2, 0), (6, 3))}
+    live = {f: features.top_contexts(tiny_model, sae, windowed, f, n=4, before=6, after=3) for f in firing}
+    live_plain = {f: features.top_contexts(tiny_model, sae, plain, f, n=4, before=4, after=2) for f in firing}
+
+    def no_model_run(*args, **kwargs):
+        raise AssertionError("the stored windows should answer without running the model")
+
+    monkeypatch.setattr(features, "collect_activations", no_model_run)
+    for f in firing:
+        assert_contexts_match(features.top_contexts(tiny_model, sae, windowed, f, n=4, before=4, after=2),
+                              expected[f, 4, 2])
+        assert_contexts_match(features.top_contexts(tiny_model, sae, windowed, f, n=4, before=2, after=0),
+                              expected[f, 2, 0])
+        assert_contexts_match(live[f], expected[f, 6, 3])
+        assert_contexts_match(live_plain[f], expected[f, 4, 2])
 
 
 def test_logit_effects_follow_the_decoder_direction_through_the_unembedding(tiny_model):
@@ -134,8 +186,57 @@ def test_bad_inputs_are_refused_with_one_line_errors(tiny_model, sae, store, tok
          "d_in=16 but the model's d_model is 32"),
         (lambda: features.feature_activations(tiny_model, sae, "blocks.1.hook_resid_post", tokens),
          "trained on 'blocks.2.hook_resid_post', not on hook_name='blocks.1.hook_resid_post'"),
+        (lambda: features.search_features(tiny_model, sae, store, "\n \t"), "text must be a non-empty string"),
+        (lambda: features.search_features(tiny_model, sae, store, ""), "got ''"),
+        (lambda: features.features_on_text(tiny_model, sae, HOOK, "brown fox " * 60),
+         "more than the model's context n_ctx=64"),
+        (lambda: features.top_contexts(tiny_model, sae, store, 3, before=-1), "before must be an integer >= 0"),
+        (lambda: features.top_contexts(tiny_model, sae, store, 3, n=-2), "n must be an integer >= 0"),
+        (lambda: features.build_feature_store(tiny_model, sae, HOOK, tokens, context_window=(3,)),
+         "context_window must be (before, after) or None"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError) as error:
             call()
         assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("feature", [-1, 48, 3.0, 2.5, "3", True, None])
+def test_a_feature_id_outside_the_sae_is_named_with_the_allowed_range(sae, feature):
+    with pytest.raises(ValueError) as error:
+        features.check_feature(sae, feature)
+    assert str(error.value) == f"feature must be an integer in 0..47, got {feature!r}"
+
+
+def test_numpy_and_torch_integers_are_feature_ids(sae):
+    import numpy as np
+
+    assert features.check_feature(sae, np.int64(7)) == 7 and features.check_feature(sae, torch.tensor(7)) == 7
+    assert type(features.check_feature(sae, torch.tensor(7))) is int
+
+
+def test_a_store_of_another_sae_or_an_sae_of_another_hook_or_model_is_refused(tiny_model, sae, store, tokens):
+    narrower = SAE(SAEConfig(d_in=32, d_sae=24, metadata={"hook_name": HOOK}), seed=0)
+    other_hook = SAE(SAEConfig(d_in=32, d_sae=48, metadata={"hook_name": "blocks.1.hook_resid_post"}), seed=0)
+    deeper = SAE(SAEConfig(d_in=32, d_sae=48, metadata={"hook_name": "blocks.15.hook_resid_post"}), seed=0)
+    wider = SAE(SAEConfig(d_in=576, d_sae=48, metadata={"hook_name": HOOK}), seed=0)
+    cases = [
+        (lambda: features.top_contexts(tiny_model, narrower, store, 3),
+         "the feature store was built for an SAE with d_sae=48, but this SAE has d_sae=24"),
+        (lambda: features.search_features(tiny_model, narrower, store, "fox"), "d_sae=48, but this SAE has d_sae=24"),
+        (lambda: features.top_contexts(tiny_model, other_hook, store, 3),
+         "the SAE was trained on 'blocks.1.hook_resid_post', not on hook_name='blocks.2.hook_resid_post'"),
+        (lambda: features.search_features(tiny_model, wider, store, "fox"),
+         "the SAE reads d_in=576 but the model's d_model is 32"),
+        (lambda: features.logit_effects(tiny_model, wider, 0), "d_in=576 but the model's d_model is 32"),
+        (lambda: features.features_on_text(tiny_model, deeper, "blocks.15.hook_resid_post", "fox"),
+         "layer 15 is beyond the model's 4 layers (0..3)"),
+        (lambda: features.build_feature_store(tiny_model, deeper, HOOK, tokens),
+         "the SAE was trained on 'blocks.15.hook_resid_post', not on hook_name='blocks.2.hook_resid_post'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as error:
+            call()
+        assert message in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(TypeError, match="store must be a FeatureStore"):
+        features.top_contexts(tiny_model, sae, {"tokens": tokens}, 3)

@@ -38,6 +38,10 @@ def logit_effects_html(up: list[tuple[str, float]], down: list[tuple[str, float]
     return column("promotes", up, "#2ca02c") + column("suppresses", down, "#d62728")
 
 
+def histogram_title(feature: int) -> str:
+    return f"feature {feature}: activation histogram"
+
+
 def activation_histogram(store: FeatureStore, feature: int) -> go.Figure:
     """How often the feature fires at each strength (log-spaced bins; zeros are not shown)."""
     edges = store.bin_edges
@@ -47,6 +51,6 @@ def activation_histogram(store: FeatureStore, feature: int) -> go.Figure:
                            hovertemplate="activation ≈ %{x:.3g}: %{y} tokens<extra></extra>"))
     fig.update_xaxes(type="log", title="activation (when non-zero)")
     fig.update_yaxes(title="tokens")
-    fig.update_layout(title=f"feature {feature}: activation histogram", height=260, width=480,
-                      margin=dict(l=50, r=10, t=40, b=40))
+    fig.update_layout(title=histogram_title(feature), height=260, width=480,
+                      margin={"l": 50, "r": 10, "t": 40, "b": 40})
     return fig

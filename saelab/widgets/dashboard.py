@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+from collections import OrderedDict
+
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
@@ -10,20 +13,29 @@ from saelab.features import FeatureStore
 from saelab.plots import features as feature_plots
 from saelab.sae import SAE
 
+# Panels of this many recently shown features are kept, so going back to one redraws without recomputing.
+PANEL_CACHE_SIZE = 64
+
+
+def _error_html(error: Exception) -> str:
+    return f"<span style='color:#d62728'>{html.escape(str(error))}</span>"
+
 
 class FeatureDashboard(widgets.VBox):
     """Panels for one feature — statistics, top examples, activation histogram, logit effects — plus a search
     box (features that fire on your text) and a "try your own text" box (this feature on your text)."""
 
     def __init__(self, model, sae: SAE, store: FeatureStore, feature: int = 0, n_examples: int = 8):
-        features.check_sae_fits_model(model, sae, store.metadata["hook_name"])
-        features.check_feature(sae, feature)
+        features.check_store_fits(model, sae, store)
+        feature = features.check_feature(sae, feature)
         self.model, self.sae, self.store, self.n_examples = model, sae, store, n_examples
+        self._panels: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self.feature = widgets.BoundedIntText(value=feature, min=0, max=sae.cfg.d_sae - 1, description="feature")
         self.query = widgets.Text(placeholder="find features firing on this text", layout={"width": "340px"},
                                   continuous_update=False)  # Enter (or leaving the box) searches
         self.search_button = widgets.Button(description="Search")
         self.results = widgets.Dropdown(options=[], description="results", layout={"width": "340px"})
+        self.search_message = widgets.HTML()
         self.stats = widgets.HTML()
         self.examples = widgets.HTML()
         self.logits = widgets.HTML()
@@ -41,34 +53,51 @@ class FeatureDashboard(widgets.VBox):
         self.own_text.observe(lambda _change: self.try_text(), names="value")
         self.show()
         super().__init__([
-            widgets.HBox([self.feature, self.query, self.search_button]), self.results, self.stats,
-            widgets.HBox([self.histogram, self.logits]), widgets.HTML("<b>Top examples</b>"), self.examples,
-            widgets.HBox([self.own_text, self.own_button]), self.own_result,
+            widgets.HBox([self.feature, self.query, self.search_button]), self.results, self.search_message,
+            self.stats, widgets.HBox([self.histogram, self.logits]), widgets.HTML("<b>Top examples</b>"),
+            self.examples, widgets.HBox([self.own_text, self.own_button]), self.own_result,
         ])
+
+    def panels(self, feature: int) -> tuple[str, str]:
+        """The top-examples and logit-effects HTML of ``feature`` (computed once, then kept for a while)."""
+        if feature in self._panels:
+            self._panels.move_to_end(feature)
+            return self._panels[feature]
+        contexts = features.top_contexts(self.model, self.sae, self.store, feature, n=self.n_examples)
+        shown = (feature_plots.contexts_html(contexts, float(self.store.max_activation[feature])),
+                 feature_plots.logit_effects_html(*features.logit_effects(self.model, self.sae, feature, k=8)))
+        self._panels[feature] = shown
+        if len(self._panels) > PANEL_CACHE_SIZE:
+            self._panels.popitem(last=False)
+        return shown
 
     def show(self) -> None:
         f = self.feature.value
         store = self.store
-        scale = float(store.max_activation[f])
         self.stats.value = (f"<b>feature {f}</b> · fires on {store.density[f].item():.3%} of "
-                            f"{store.n_tokens:,} tokens · max {scale:.2f} · mean when active "
-                            f"{store.mean_when_active[f].item():.2f}")
-        contexts = features.top_contexts(self.model, self.sae, store, f, n=self.n_examples)
-        self.examples.value = feature_plots.contexts_html(contexts, scale)
-        self.logits.value = feature_plots.logit_effects_html(*features.logit_effects(self.model, self.sae, f, k=8))
-        fresh = feature_plots.activation_histogram(store, f)
+                            f"{store.n_tokens:,} tokens · max {store.max_activation[f].item():.2f} · mean when "
+                            f"active {store.mean_when_active[f].item():.2f}")
+        self.examples.value, self.logits.value = self.panels(f)
         with self.histogram.batch_update():
-            self.histogram.data[0].y = fresh.data[0].y
-            self.histogram.layout.title.text = fresh.layout.title.text
+            self.histogram.data[0].y = store.histogram[f].tolist()
+            self.histogram.layout.title.text = feature_plots.histogram_title(f)
         if self.own_text.value.strip():
             self.try_text()
 
     def search(self) -> None:
+        self.search_message.value = ""
         if not self.query.value.strip():
             self.results.options = []
             return
-        found = features.search_features(self.model, self.sae, self.store, self.query.value, k=10)
+        try:
+            found = features.search_features(self.model, self.sae, self.store, self.query.value, k=10)
+        except ValueError as error:  # e.g. a text longer than the model's context: say so, keep the widget
+            self.results.options = []
+            self.search_message.value = _error_html(error)
+            return
         self.results.options = [(f"feature {f}: {score:.0%} of its max", f) for f, score in found]
+        if not found:
+            self.search_message.value = "<i>no feature fired on this text</i>"
 
     def _pick_result(self, change) -> None:
         if change["new"] is not None:
@@ -79,8 +108,12 @@ class FeatureDashboard(widgets.VBox):
             self.own_result.value = "<i>type some text first</i>"
             return
         f = self.feature.value
-        tokens = features.text_tokens(self.model, self.own_text.value)
-        acts = features.feature_activations(self.model, self.sae, self.store.metadata["hook_name"], tokens)[0, 1:, f]
+        try:
+            tokens = features.text_tokens(self.model, self.own_text.value)
+        except ValueError as error:
+            self.own_result.value = _error_html(error)
+            return
+        acts = features.feature_activations(self.model, self.sae, self.store.hook_name, tokens)[0, 1:, f]
         words = self.model.to_str_tokens(tokens[0, 1:])
         scale = max(float(self.store.max_activation[f]), float(acts.max()))
         self.own_result.value = (f"<div style='font-family:monospace'>max {acts.max().item():.2f}: "
