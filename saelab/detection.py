@@ -183,13 +183,16 @@ def check_heldout(model, sae: SAE, feature: int, concept: str, hook_name: str | 
 
 
 def name_concept_features(model, sae: SAE, names: Sequence[str] | None = None, *, min_coverage: float = 0.1,
-                          progress: bool = True) -> dict[str, dict]:
+                          min_score: float = 0.5, progress: bool = True) -> dict[str, dict]:
     """For each concept, the best-scoring feature on its slice that fires on at least ``min_coverage`` of the
-    slice's tokens, with the evidence: its slice scores, the runners-up, and the held-out check."""
+    slice's tokens, with the evidence: its slice scores, the runners-up, and the held-out check.
+
+    A concept whose best score is below ``min_score`` gets no name: no feature detects it.
+    """
     named = {}
     for concept in names or concepts.available():
         ranked = score_concept(model, sae, concept, progress=progress).top(k=5, min_coverage=min_coverage)
-        if not ranked:
+        if not ranked or ranked[0]["score"] < min_score:
             continue
         check = check_heldout(model, sae, ranked[0]["feature"], concept)
         named[concept] = {"feature": ranked[0]["feature"], "slice": ranked[0], "runners_up": ranked[1:],
@@ -212,10 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sae_folder", type=Path)
     parser.add_argument("--concepts", nargs="*", default=None, help=f"default: {', '.join(concepts.available())}")
     parser.add_argument("--min-coverage", type=float, default=0.1)
+    parser.add_argument("--min-score", type=float, default=0.5)
     args = parser.parse_args(argv)
     sae = SAE.load(args.sae_folder).eval()
     model = lm.load_model(sae.cfg.metadata.get("model_name", lm.DEFAULT_MODEL))
-    named = name_concept_features(model, sae, args.concepts, min_coverage=args.min_coverage)
+    named = name_concept_features(model, sae, args.concepts, min_coverage=args.min_coverage,
+                                  min_score=args.min_score)
     write_json_atomic(args.sae_folder / "features.json", named)
     print(json.dumps({c: {"feature": v["feature"], **v["slice"], "heldout": [v["heldout"]["fires_on_concept"],
                                                                            v["heldout"]["silent_on_unrelated"]]}
