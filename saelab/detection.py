@@ -127,11 +127,18 @@ def other_texts(concept: str, n_corpus: int = 120, seed: int = 0) -> list[str]:
     return others + corpus.load_texts(max_texts_per_source=max(1, n_corpus // len(corpus.SOURCES)), seed=seed)
 
 
-def score_concept(model, sae: SAE, concept: str, hook_name: str | None = None, *, negatives: Sequence[str] | None = None,
+def score_concept(model, sae: SAE, concept: str, hook_name: str | None = None, *,
+                  positives: Sequence[str] | None = None, negatives: Sequence[str] | None = None,
                   max_norm: float = 1000.0, progress: bool = True) -> ConceptScores:
-    """Score every feature of ``sae`` as a detector of ``concept`` on its training slice (see ``ConceptScores``)."""
-    positives = concepts.passages(concept)
+    """Score every feature of ``sae`` as a detector of ``concept`` (see ``ConceptScores``).
+
+    ``positives`` default to the concept's training slice, ``negatives`` to ``other_texts(concept)``; pass
+    subsets of them for a faster, rougher answer.
+    """
+    positives = list(positives) if positives is not None else concepts.passages(concept)
     negatives = list(negatives) if negatives is not None else other_texts(concept)
+    if not positives or not negatives:
+        raise ValueError("positives and negatives must each hold at least one text")
     stats = text_stats(model, sae, positives + negatives, hook_name, max_norm=max_norm, progress=progress)
     n = len(positives)
     fires = stats.maxima > 0

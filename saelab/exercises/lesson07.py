@@ -1,0 +1,61 @@
+"""Checkers for lesson 07 (steering): the clamp hook, written by the learner, against saelab's."""
+
+from __future__ import annotations
+
+import torch
+
+from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
+from saelab.steer import clamp_hook
+
+
+def reference_clamp_hook(activation: torch.Tensor, hook, sae, feature: int, value: float) -> torch.Tensor:
+    """Set ``feature`` to ``value`` in the SAE's code at every position, keeping the error term x - SAE(x)."""
+    return clamp_hook(activation, hook, sae=sae, feature_ids=torch.tensor([feature]), values=torch.tensor([value]))
+
+
+def _test_activation(sae, feature: int) -> torch.Tensor:
+    """Activations built from the SAE's own decoder rows plus noise, with ``feature`` active at a few positions."""
+    generator = torch.Generator().manual_seed(7)
+    d_sae, d_in = sae.W_dec.shape
+    codes = torch.zeros(2, 6, d_sae)
+    for b in range(2):
+        for p in range(6):
+            codes[b, p, torch.randperm(d_sae, generator=generator)[:4]] = torch.rand(4, generator=generator) * 3 + 1
+    codes[0, 1:4, feature] = 4.0
+    with torch.no_grad():
+        clean = codes @ sae.W_dec + sae.b_dec
+    return clean + 0.3 * torch.randn(clean.shape, generator=generator)
+
+
+@checker("clamp_hook")
+def check_clamp_hook(learner_clamp_hook, sae, feature: int, value: float) -> None:
+    """``clamp_hook(activation, hook, sae, feature, value)`` -> the activation with ``feature`` clamped to ``value``."""
+    activation = _test_activation(sae, feature)
+    with torch.no_grad():
+        actual = run_learner_function(learner_clamp_hook, activation.clone(), None, sae, feature, value,
+                                      name="clamp_hook")
+        if actual is None:
+            raise ExerciseError("the hook returned None: a TransformerLens hook must return the edited activation")
+        expected = reference_clamp_hook(activation, None, sae, feature, value)
+        codes = sae.encode(activation)
+        current = codes[..., feature:feature + 1]
+        clamped = codes.clone()
+        clamped[..., feature] = value
+        direction = sae.W_dec[feature]
+        hints = [
+            (sae.decode(clamped), "this is the SAE's reconstruction with the feature set: it throws away the error "
+                                  "term x - SAE(x), everything the SAE does not capture. Add it back"),
+            (activation + value * direction, "you added value x direction on top of what is there: clamping SETS the "
+                                             "feature, so add (value - current activation) x direction"),
+            (activation + (value - current) * sae.W_enc[:, feature], "the encoder column reads the feature; the "
+                                                                      "decoder row sae.W_dec[feature] writes it"),
+            (activation - (value - current) * direction, "the sign is flipped: add (value - current) x direction"),
+            (activation, "the activation came back unchanged"),
+        ]
+    check_close(actual, expected, what="the clamped activation", rtol=1e-4, atol=1e-3, hints=hints)
+    with torch.no_grad():  # the same answer, said as the clamp's definition: code with f = value, error kept
+        error = activation - sae.decode(codes)
+        without_error = sae.decode(clamped)
+    if not torch.allclose(actual - error, without_error, rtol=1e-4, atol=1e-3):
+        raise ExerciseError(f"minus the error term, the result should decode the SAE's code with feature {feature} "
+                            f"set to {value} and every other feature as it was")

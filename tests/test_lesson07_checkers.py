@@ -1,0 +1,73 @@
+"""Lesson 07's clamp-hook checker: the reference passes, and each typical mistake is named."""
+
+import pytest
+import torch
+
+from saelab.exercises import lesson07
+from saelab.exercises.checking import ExerciseError
+from saelab.sae import SAE, SAEConfig
+
+FEATURE, VALUE = 5, 12.0
+
+
+@pytest.fixture(scope="module")
+def sae():
+    sae = SAE(SAEConfig(d_in=24, d_sae=64, architecture="topk", k=8), seed=2)
+    with torch.no_grad():  # an untied encoder, as after training
+        sae.W_enc.copy_(sae.W_dec.T + 0.05 * torch.randn(sae.W_enc.shape, generator=torch.Generator().manual_seed(1)))
+    return sae
+
+
+def test_the_reference_passes_and_a_stub_is_not_attempted(sae):
+    assert lesson07.check_clamp_hook(lesson07.reference_clamp_hook, sae, FEATURE, VALUE) is True
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert lesson07.check_clamp_hook(stub, sae, FEATURE, VALUE) is False
+
+
+def no_error_term(activation, hook, sae, feature, value):
+    codes = sae.encode(activation)
+    codes[..., feature] = value
+    return sae.decode(codes)
+
+
+def adds_value(activation, hook, sae, feature, value):
+    return activation + value * sae.W_dec[feature]
+
+
+def uses_encoder(activation, hook, sae, feature, value):
+    current = sae.encode(activation)[..., feature:feature + 1]
+    return activation + (value - current) * sae.W_enc[:, feature]
+
+
+def flipped(activation, hook, sae, feature, value):
+    current = sae.encode(activation)[..., feature:feature + 1]
+    return activation - (value - current) * sae.W_dec[feature]
+
+
+def returns_nothing(activation, hook, sae, feature, value):
+    activation += 0
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    (no_error_term, "error term"), (adds_value, "SETS"), (uses_encoder, "decoder row"), (flipped, "sign"),
+    (returns_nothing, "returned None"), (lambda a, h, s, f, v: a, "unchanged"),
+])
+def test_mistakes_are_named(sae, mistake, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        lesson07.check_clamp_hook(mistake, sae, FEATURE, VALUE)
+
+
+def test_the_reference_is_the_clamped_code_decoded_plus_the_error_term(sae):
+    activation = lesson07._test_activation(sae, FEATURE)
+    with torch.no_grad():
+        out = lesson07.reference_clamp_hook(activation, None, sae, FEATURE, VALUE)
+        codes = sae.encode(activation)
+        clamped = codes.clone()
+        clamped[..., FEATURE] = VALUE
+        assert torch.allclose(out, sae.decode(clamped) + activation - sae.decode(codes), atol=1e-4)
+        change = out - activation
+        direction = sae.W_dec[FEATURE] / sae.W_dec[FEATURE].norm()
+        assert torch.allclose(change, (change @ direction)[..., None] * direction, atol=1e-4)
