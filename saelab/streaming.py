@@ -19,6 +19,7 @@ the stream, so it reports the activation as the model computed it, before a clam
 
 from __future__ import annotations
 
+import contextlib
 import math
 from functools import partial
 from typing import Iterator, NamedTuple, Sequence
@@ -129,7 +130,9 @@ def _stream(model, prompt, max_new_tokens, temperature, rng_state, fwd_hooks, re
                                                                            device=prompt.device))
             if model._accepts_derived_position_ids():
                 kwargs["position_ids"] = torch.full((1, 1), length - 1, dtype=torch.long, device=prompt.device)
-        with lm._torch_threads(threads), torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        # model.hooks costs ~2 ms (it maps every hook point's aliases), so an unhooked step skips it.
+        hooked = model.hooks(fwd_hooks=hooks) if hooks else contextlib.nullcontext()
+        with lm._torch_threads(threads), torch.no_grad(), hooked:
             return model(step_tokens, return_type="logits_and_cache", **kwargs)
 
     def sample(logits: Tensor) -> int:

@@ -162,3 +162,22 @@ def test_on_the_real_model_greedy_streams_match_lm_generate_with_and_without_a_c
         assert [s.token for s in got] == expected
         assert real_model.tokenizer.decode(expected, skip_special_tokens=True) == "".join(s.text for s in got)
     assert not any_hooks(real_model)
+
+
+def test_the_steering_benchmarks_measuring_function_times_every_case_on_the_tiny_model(tiny_model, sae, prompt):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "steer_throughput.py"
+    spec = importlib.util.spec_from_file_location("steer_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure(tiny_model, sae, feature=3, value=9.0, prompt=prompt, new_tokens=4, repeats=1)
+    rates = result["tok_s"]
+    assert set(rates) == {"generate", "generate steered", "stream", "stream steered"}
+    assert all(rate > 0 for rate in rates.values())
+    # One repeat: each ratio is the quotient of that repeat's rates.
+    assert result["steered_vs_unsteered"] == pytest.approx(rates["generate steered"] / rates["generate"])
+    assert result["stream_vs_generate"] == pytest.approx(rates["stream"] / rates["generate"])
+    assert bench.hook_cost(tiny_model, sae, 3, 9.0, repeats=5)["clamp_hook_ms_per_position"] > 0
+    assert not any_hooks(tiny_model)
