@@ -144,3 +144,16 @@ def test_bad_panel_arguments_are_one_line_errors(setup):
         assert message in str(error.value) and "\n" not in str(error.value)
     assert clamp_value(store, 3, 0.0) == 0.0
     assert clamp_value(store, 3, -1.5) == pytest.approx(-1.5 * store.max_activation[3].item())
+
+
+def test_a_reply_escapes_html_keeps_line_breaks_and_shades_by_activation_over_the_max():
+    from saelab.streaming import StreamedToken
+    from saelab.widgets.steer_panel import reply_html
+
+    steps = [StreamedToken(1, "<b>", 2.0), StreamedToken(2, "\nnext", 0.0), StreamedToken(3, "", 9.0),
+             StreamedToken(4, " big", 8.0)]
+    text = reply_html("steered", steps, scale=4.0, writing=True)
+    assert "&lt;b&gt;" in text and "<b>steered</b>" in text and ">\nnext</span>" in text
+    assert "rgba(255,127,14,0.50)" in text and "rgba(255,127,14,0.00)" in text and "rgba(255,127,14,1.00)" in text
+    assert text.count("<span title=") == 3 and "▌" in text  # the end-of-turn token adds no span
+    assert "▌" not in reply_html("steered", steps, scale=4.0)

@@ -12,7 +12,6 @@ import plotly.graph_objects as go
 
 from saelab import features, steer
 from saelab.features import FeatureStore
-from saelab.plots import features as feature_plots
 from saelab.sae import SAE
 from saelab.streaming import StreamedToken
 
@@ -38,13 +37,22 @@ def clamp_value(store: FeatureStore, feature: int, multiple: float) -> float:
 
 
 def reply_html(title: str, steps: Sequence[StreamedToken], scale: float, *, writing: bool = False) -> str:
-    """One reply as text, each token shaded by the feature's activation on it (hover shows the value)."""
-    shown = [step for step in steps if step.text]  # special tokens (end of turn) add no text
-    body = feature_plots.highlighted_tokens_html([s.text for s in shown], [s.activation or 0.0 for s in shown],
-                                                 scale)
+    """One reply as text, each token shaded by the feature's activation on it / ``scale`` (hover shows the value).
+
+    Unlike the dashboard's snippets, a reply keeps its line breaks and wraps long lines.
+    """
+    spans = []
+    for step in steps:
+        if not step.text:  # special tokens (end of turn) add no text
+            continue
+        value = step.activation or 0.0
+        strength = max(0.0, min(1.0, value / scale)) if scale > 0 else 0.0
+        spans.append(f'<span title="{value:.2f}" style="background:rgba(255,127,14,{strength:.2f})">'
+                     f"{html.escape(step.text)}</span>")
     cursor = "<span style='color:#999'>▌</span>" if writing else ""
-    return (f"<div style='width:100%'><b>{html.escape(title)}</b><div style='font-family:monospace;"
-            f"white-space:pre-wrap;border:1px solid #ddd;padding:6px;min-height:4em'>{body}{cursor}</div></div>")
+    return (f"<div style='margin-right:8px'><b>{html.escape(title)}</b><div style='font-family:monospace;"
+            f"white-space:pre-wrap;overflow-wrap:anywhere;border:1px solid #ddd;padding:6px;min-height:4em'>"
+            f"{''.join(spans)}{cursor}</div></div>")
 
 
 def activation_figure(feature: int, replies: dict[str, Sequence[StreamedToken]], max_activation: float) -> go.Figure:
