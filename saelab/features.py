@@ -6,8 +6,8 @@ a histogram of its activations, and the feature's activations in a window of tok
 so a dashboard answers without running the model. Everything else here works on a single text and is fast
 enough to run live.
 
-Shape letters in local names: R activation rows (tokens), F d_sae, T n_top, K candidates, W window, V d_vocab,
-D d_model.
+Shape letters in local names: R activation rows (tokens), F d_sae, T n_top, M non-zero codes, W window,
+V d_vocab, D d_model.
 """
 
 from __future__ import annotations
@@ -157,7 +157,6 @@ def build_feature_store(
     before, after = context_window or (0, 0)
     offsets_W = torch.arange(-before, after + 1)
     top_windows_FTW = torch.zeros(d_sae, n_top, len(offsets_W)) if context_window is not None else None
-    feature_ids_F11 = torch.arange(d_sae)[:, None, None]
     active_count_F = torch.zeros(d_sae)
     active_sum_F = torch.zeros(d_sae)
     edges = torch.linspace(*HISTOGRAM_LOG10_RANGE, HISTOGRAM_BINS + 1)
@@ -188,21 +187,24 @@ def build_feature_store(
             active_count_F += active_RF.sum(0)
             active_sum_F += f_RF.sum(0)
 
-            # Running top-n per feature: merge this chunk's best with the best so far.
-            k = min(n_top, f_RF.shape[0])
-            chunk_values_FK, chunk_rows_FK = f_RF.T.topk(k, dim=1)
-            merged_values = torch.cat([top_values_FT, chunk_values_FK], dim=1)
-            merged_index = torch.cat([top_index_FT, index_R[chunk_rows_FK]], dim=1)
-            best_values, best_at = merged_values.topk(n_top, dim=1)
-            top_values_FT, top_index_FT = best_values, merged_index.gather(1, best_at)
-            if top_windows_FTW is not None:
-                # The candidates' windows come from this chunk's own codes (chunks hold whole rows).
-                windows_FKW = _windows(chunk_f_RF, local_R[chunk_rows_FK], offsets_W, seq_len - 1, feature_ids_F11)
-                merged_windows = torch.cat([top_windows_FTW, windows_FKW], dim=1)
-                top_windows_FTW = merged_windows.gather(1, best_at[..., None].expand(-1, -1, len(offsets_W)))
-
+            # Running top-n per feature: this chunk's best merged with the best so far. The chunk's best come
+            # from its non-zero codes only: a dense top-k down every feature's column costs more than the model.
             rows, features = active_RF.nonzero(as_tuple=True)
-            bins = torch.bucketize(f_RF[rows, features].log10(), edges[1:-1])
+            values = f_RF[rows, features]
+            chunk_values_FT, chunk_rows_FT = _top_per_feature(values, rows, features, d_sae, n_top)
+            chunk_index_FT = torch.where(chunk_rows_FT >= 0, index_R[chunk_rows_FT.clamp(min=0)], -1)
+            best_values, best_at = torch.cat([top_values_FT, chunk_values_FT], dim=1).topk(n_top, dim=1)
+            top_index_FT = torch.cat([top_index_FT, chunk_index_FT], dim=1).gather(1, best_at)
+            top_values_FT = best_values
+            if top_windows_FTW is not None:
+                # Windows for this chunk's examples that made the list, read from its codes (chunks hold whole rows).
+                kept_at = best_at.clamp(max=n_top - 1)[..., None].expand(-1, -1, len(offsets_W))
+                top_windows_FTW = top_windows_FTW.gather(1, kept_at)
+                new_f, new_t = ((best_at >= n_top) & (best_values > 0)).nonzero(as_tuple=True)
+                at = local_R[chunk_rows_FT[new_f, best_at[new_f, new_t] - n_top]]
+                top_windows_FTW[new_f, new_t] = _windows(chunk_f_RF, at, new_f, offsets_W, seq_len - 1)
+
+            bins = torch.bucketize(values.log10(), edges[1:-1])
             histogram_FB.scatter_add_(0, features * HISTOGRAM_BINS + bins, torch.ones_like(bins))
             bar.update(chunk.shape[0])
     bar.close()
@@ -225,16 +227,32 @@ def build_feature_store(
     )
 
 
-def _windows(f_RF: Float[Tensor, "rows d_sae"], at_FK: Int[Tensor, "d_sae k"], offsets_W: Int[Tensor, " window"],
-             positions: int, feature_ids_F11: Int[Tensor, "d_sae 1 1"]) -> Float[Tensor, "d_sae k window"]:
-    """Feature f's activation around code row ``at_FK[f, j]``, within that row's sequence (0 beyond its ends).
+def _top_per_feature(values_M: Float[Tensor, " m"], rows_M: Int[Tensor, " m"], features_M: Int[Tensor, " m"],
+                     d_sae: int, n_top: int) -> tuple[Float[Tensor, "d_sae n_top"], Int[Tensor, "d_sae n_top"]]:
+    """Each feature's ``n_top`` largest of the non-zero codes ``values_M`` (at ``rows_M``), best first; slots
+    beyond a feature's count hold value -1 and row -1."""
+    order = values_M.argsort(descending=True, stable=True)
+    order = order[features_M[order].argsort(stable=True)]  # by feature, each feature's codes largest first
+    features_sorted = features_M[order]
+    counts = torch.bincount(features_M, minlength=d_sae)
+    rank = torch.arange(len(order)) - (counts.cumsum(0) - counts)[features_sorted]
+    kept = rank < n_top
+    values_FT = torch.full((d_sae, n_top), -1.0)
+    rows_FT = torch.full((d_sae, n_top), -1, dtype=torch.long)
+    values_FT[features_sorted[kept], rank[kept]] = values_M[order[kept]]
+    rows_FT[features_sorted[kept], rank[kept]] = rows_M[order[kept]]
+    return values_FT, rows_FT
 
-    Code rows are sequence-major with ``positions`` rows per sequence (BOS dropped)."""
-    sequence_FK, position_FK = at_FK.div(positions, rounding_mode="floor"), at_FK % positions
-    position_FKW = position_FK[..., None] + offsets_W
-    inside_FKW = (position_FKW >= 0) & (position_FKW < positions)
-    rows_FKW = sequence_FK[..., None] * positions + position_FKW.clamp(0, positions - 1)
-    return f_RF[rows_FKW, feature_ids_F11] * inside_FKW
+
+def _windows(f_RF: Float[Tensor, "rows d_sae"], at_M: Int[Tensor, " m"], features_M: Int[Tensor, " m"],
+             offsets_W: Int[Tensor, " window"], positions: int) -> Float[Tensor, "m window"]:
+    """Feature ``features_M[i]``'s codes around code row ``at_M[i]``, within that row's sequence (0 beyond its
+    ends). Code rows are sequence-major, ``positions`` rows per sequence (BOS dropped)."""
+    sequence_M, position_M = at_M.div(positions, rounding_mode="floor"), at_M % positions
+    position_MW = position_M[:, None] + offsets_W
+    inside_MW = (position_MW >= 0) & (position_MW < positions)
+    rows_MW = sequence_M[:, None] * positions + position_MW.clamp(0, positions - 1)
+    return f_RF[rows_MW, features_M[:, None]] * inside_MW
 
 
 @dataclass
