@@ -185,12 +185,14 @@ def stream_replies(
     temperature: float = 0.0,
     seed: int = 0,
     system: str | None = None,
+    baseline: bool = True,
 ) -> Iterator[tuple[str, StreamedToken]]:
     """:func:`generate`, token by token: yields ``("baseline", token)`` and ``("steered", token)`` in turn
     until both replies have ended, so both grow side by side. The tokens are those of :func:`generate`.
 
     ``feature`` (with ``sae``): each token also carries that feature's activation at the SAE's hook, as the
     model computed it before the steering hook changed it (see :mod:`saelab.streaming`).
+    ``baseline=False``: the steered reply only (the caller still has the baseline of the same settings).
 
         for which, token in steer.stream_replies(model, "What is your physical form?", sae=sae,
                                                  clamps={f: 1.5 * store.max_activation[f].item()}, feature=f):
@@ -200,11 +202,15 @@ def stream_replies(
     if feature is not None and sae is None:
         raise ValueError("feature needs the sae whose feature it is")
     tokens = lm.chat_tokens(model, prompt, system)
-    track = dict(sae=sae, feature=feature) if feature is not None else {}
+    # A clamp's hook_name is the SAE's own hook; an added direction's may be another, so the SAE's record rules.
+    track = (dict(sae=sae, feature=feature, hook_name=hook_name if clamps is not None else None)
+             if feature is not None else {})
     options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, **track)
     # Built here, not in the generator below, so a bad request fails at the call rather than at the first token.
-    return _interleave({"baseline": streaming.stream_generate(model, tokens, **options),
-                        "steered": streaming.stream_generate(model, tokens, fwd_hooks=hooks, **options)})
+    streams = {"steered": streaming.stream_generate(model, tokens, fwd_hooks=hooks, **options)}
+    if baseline:
+        streams = {"baseline": streaming.stream_generate(model, tokens, **options), **streams}
+    return _interleave(streams)
 
 
 def _interleave(streams: dict[str, Iterator[StreamedToken]]) -> Iterator[tuple[str, StreamedToken]]:

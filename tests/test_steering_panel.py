@@ -157,3 +157,26 @@ def test_a_reply_escapes_html_keeps_line_breaks_and_shades_by_activation_over_th
     assert "rgba(255,127,14,0.50)" in text and "rgba(255,127,14,0.00)" in text and "rgba(255,127,14,1.00)" in text
     assert text.count("<span title=") == 3 and "▌" in text  # the end-of-turn token adds no span
     assert "▌" not in reply_html("steered", steps, scale=4.0)
+
+
+def test_after_a_slider_move_only_the_steered_reply_is_rewritten(setup):
+    model, sae, store = setup
+    feature = int(store.max_activation.argmax())
+    top = store.max_activation[feature].item()
+    panel = steering_panel(model, sae, store, feature=feature, multiple=10.0, max_new_tokens=6)
+    panel.generate_button.click()
+    first_baseline = list(panel.replies["baseline"])
+    progress = []
+    panel.status.observe(lambda change: progress.append(change["new"]), names="value")
+    panel.multiple.value = -10.0
+    panel.generate_button.click()
+    assert panel.replies["baseline"] == first_baseline
+    assert progress[0] == "<i>writing… baseline 6 · steered 1 tokens</i>"  # no baseline token was recomputed
+    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6)
+    assert "".join(t.text for t in panel.replies["steered"]).strip() == expected.steered
+    progress.clear()
+    panel.prompt.value = "Tell me about the fox."  # new settings: both replies are written afresh
+    panel.generate_button.click()
+    assert progress[0] == "<i>writing… baseline 1 · steered 0 tokens</i>"
+    assert "".join(t.text for t in panel.replies["baseline"]).strip() == steer.generate(
+        model, "Tell me about the fox.", sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6).baseline

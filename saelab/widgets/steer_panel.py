@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Sequence
+from typing import Collection, Sequence
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -96,11 +96,14 @@ class SteeringPanel(widgets.VBox):
         clamp_value(store, features.check_feature(sae, feature), multiple)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 256:
             raise ValueError(f"max_new_tokens must be an integer in 1..256, got {max_new_tokens!r}")
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
         self.model, self.sae, self.store = model, sae, store
         self.temperature, self.seed = temperature, seed
         self.replies: dict[str, list[StreamedToken]] = {name: [] for name in REPLIES}
         self.last_error: Exception | None = None
         self._drawn = (feature, multiple)  # the feature and multiple the replies on show were written with
+        self._baseline_settings = None  # prompt, length, sampling and feature of the complete baseline on show
 
         self.feature = widgets.BoundedIntText(value=feature, min=0, max=sae.cfg.d_sae - 1, description="feature")
         self.query = widgets.Text(placeholder="find features firing on this text", layout={"width": "340px"},
@@ -126,7 +129,7 @@ class SteeringPanel(widgets.VBox):
         self.results.observe(self._guarded(self._pick_result), names="value")
         self.generate_button.on_click(self._guarded(self.generate))
         self.show_feature()
-        self._draw_replies(writing=False)
+        self._draw_replies(writing=set())
         super().__init__([
             widgets.HBox([self.feature, self.query, self.search_button]), self.results,
             self.multiple, self.feature_info, widgets.HBox([self.prompt, self.max_new_tokens]),
@@ -137,8 +140,9 @@ class SteeringPanel(widgets.VBox):
     def _guarded(self, action):
         """A callback that shows its error in the panel (a widget callback's exception is otherwise lost)."""
         def callback(*_args):
+            if self.last_error is not None:  # the learner acted again: the old message no longer applies
+                self.last_error, self.status.value = None, ""
             try:
-                self.last_error = None
                 action()
             except Exception as error:  # noqa: BLE001 - shown to the learner, kept in last_error
                 self.last_error = error
@@ -174,33 +178,40 @@ class SteeringPanel(widgets.VBox):
         """Stream the baseline and the steered reply, redrawing after every token."""
         f = self.feature.value
         value = clamp_value(self.store, f, self.multiple.value)
+        # The baseline does not depend on the clamp: after a slider move only the steered reply is rewritten.
+        settings = (self.prompt.value, self.max_new_tokens.value, self.temperature, self.seed, f)
+        fresh_baseline = settings != self._baseline_settings
         stream = steer.stream_replies(self.model, self.prompt.value, sae=self.sae, clamps={f: value},
                                       hook_name=self.hook_name, feature=f,
                                       max_new_tokens=self.max_new_tokens.value, temperature=self.temperature,
-                                      seed=self.seed)
-        self.replies = {name: [] for name in REPLIES}
+                                      seed=self.seed, baseline=fresh_baseline)
+        self._baseline_settings = None  # until this baseline is complete
+        self.replies = {"baseline": [] if fresh_baseline else self.replies["baseline"], "steered": []}
         self._drawn = (f, self.multiple.value)
         self.generate_button.disabled = True
+        writing = set(REPLIES) if fresh_baseline else {"steered"}
         try:
-            self._draw_replies(writing=True)
+            self._draw_replies(writing)
             for which, token in stream:
                 self.replies[which].append(token)
-                self._draw_replies(writing=True, only=which)
+                self._draw_replies(writing, only=which)
                 self.status.value = ("<i>writing… " + " · ".join(f"{name} {len(self.replies[name])}"
                                                                  for name in REPLIES) + " tokens</i>")
+            self._baseline_settings = settings
             self.status.value = f"done: feature {f} clamped to {value:.2f} ({self.multiple.value:g} × max)"
         finally:
             self.generate_button.disabled = False
-            self._draw_replies(writing=False)
+            self._draw_replies(writing=set())
 
-    def _draw_replies(self, writing: bool, only: str | None = None) -> None:
+    def _draw_replies(self, writing: Collection[str], only: str | None = None) -> None:
+        """Redraw the replies (``only`` one of them), with a cursor on those still being ``writing``."""
         f, multiple = self._drawn
         scale = float(self.store.max_activation[f])
         titles = {"baseline": "baseline", "steered": f"steered: feature {f} clamped at {multiple:g} × max"}
         with self.chart.batch_update():
             for i, name in enumerate(REPLIES):
                 if only in (None, name):
-                    getattr(self, name).value = reply_html(titles[name], self.replies[name], scale, writing=writing)
+                    getattr(self, name).value = reply_html(titles[name], self.replies[name], scale, writing=name in writing)
                     self.chart.data[i].update(_bars(self.replies[name]))
             if only is None:
                 fresh = activation_figure(f, {}, scale)
