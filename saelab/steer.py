@@ -30,9 +30,9 @@ from torch import Tensor
 
 from saelab import lm, streaming
 from saelab.features import check_feature
-from saelab.splice import check_sae_fits_model
 from saelab.harvest import check_hook_name, collect_activations
 from saelab.sae import SAE
+from saelab.splice import check_sae_fits_model
 from saelab.streaming import StreamedToken
 
 

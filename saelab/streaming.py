@@ -151,7 +151,7 @@ def _stream(model, prompt, max_new_tokens, temperature, rng_state, fwd_hooks, re
         text = model.tokenizer.decode(generated, skip_special_tokens=True)
         if text.endswith("\ufffd") and not final:
             return ""
-        new = text[len(emitted):] if text.startswith(emitted) else text
+        new = text.removeprefix(emitted)
         emitted = text
         return new
 

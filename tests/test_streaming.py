@@ -1,7 +1,6 @@
 """Token-by-token generation: lm.generate's tokens, feature activations read in the same pass, and a model left
 exactly as it was between tokens, after an error and after a dropped stream."""
 
-from functools import partial
 
 import pytest
 import torch
