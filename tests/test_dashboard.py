@@ -107,3 +107,17 @@ def test_switching_reads_the_stored_windows_and_keeps_recent_panels(setup, monke
     monkeypatch.setattr(features, "top_contexts", no_model_run)
     dashboard.feature.value = a  # seen before: its panels are kept
     assert (dashboard.examples.value, dashboard.logits.value) == first
+
+
+def test_your_own_text_follows_feature_switches_without_running_the_model_again(setup, monkeypatch):
+    model, sae, store = setup
+    a, b = store.max_activation.topk(2).indices.tolist()
+    dashboard = feature_dashboard(model, sae, store, feature=a)
+    dashboard.own_text.value = "The quick brown fox"
+    acts = features.feature_activations(model, sae, HOOK, model.to_tokens("The quick brown fox"))[0, 1:]
+    monkeypatch.setattr(features, "collect_activations", lambda *args, **kwargs: 1 / 0)
+    dashboard.feature.value = b
+    assert f"max {acts[:, b].max().item():.2f}" in dashboard.own_result.value
+    scale = max(store.max_activation[b].item(), acts[:, b].max().item())
+    words = model.to_str_tokens(model.to_tokens("The quick brown fox")[0, 1:])
+    assert feature_plots.highlighted_tokens_html(words, acts[:, b].tolist(), scale) in dashboard.own_result.value

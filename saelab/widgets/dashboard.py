@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
+from torch import Tensor
 
 from saelab import features
 from saelab.features import FeatureStore
@@ -30,6 +31,7 @@ class FeatureDashboard(widgets.VBox):
         feature = features.check_feature(sae, feature)
         self.model, self.sae, self.store, self.n_examples = model, sae, store, n_examples
         self._panels: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._own_codes: tuple[str, list[str], Tensor] | None = None  # (text, its tokens, every feature's codes)
         self.feature = widgets.BoundedIntText(value=feature, min=0, max=sae.cfg.d_sae - 1, description="feature")
         self.query = widgets.Text(placeholder="find features firing on this text", layout={"width": "340px"},
                                   continuous_update=False)  # Enter (or leaving the box) searches
@@ -107,14 +109,18 @@ class FeatureDashboard(widgets.VBox):
         if not self.own_text.value.strip():
             self.own_result.value = "<i>type some text first</i>"
             return
-        f = self.feature.value
-        try:
-            tokens = features.text_tokens(self.model, self.own_text.value)
-        except ValueError as error:
-            self.own_result.value = _error_html(error)
-            return
-        acts = features.feature_activations(self.model, self.sae, self.store.hook_name, tokens)[0, 1:, f]
-        words = self.model.to_str_tokens(tokens[0, 1:])
+        f, text = self.feature.value, self.own_text.value
+        if self._own_codes is None or self._own_codes[0] != text:
+            try:
+                tokens = features.text_tokens(self.model, text)
+            except ValueError as error:
+                self.own_result.value = _error_html(error)
+                return
+            # Every feature's codes, kept: switching features then redraws this panel without the model.
+            codes = features.feature_activations(self.model, self.sae, self.store.hook_name, tokens)[0, 1:]
+            self._own_codes = (text, self.model.to_str_tokens(tokens[0, 1:]), codes)
+        _, words, codes = self._own_codes
+        acts = codes[:, f]
         scale = max(float(self.store.max_activation[f]), float(acts.max()))
         self.own_result.value = (f"<div style='font-family:monospace'>max {acts.max().item():.2f}: "
                                  f"{feature_plots.highlighted_tokens_html(words, acts.tolist(), scale)}</div>")
