@@ -4,8 +4,9 @@ and of the token-by-token stream against ``lm.generate``, same run.
 Setting: the embedded SmolLM2-135M-Instruct, the chat prompt "What is your physical form?", greedy decoding with
 the key/value cache on one decoding thread (``lm.generate``'s default), a fixed number of new tokens (no stop at
 the end-of-turn token, so every case writes as many). The SAE is the shipped one at ``blocks.15.hook_resid_post``
-when the package has it, else a randomly initialised TopK SAE of the same shape (d_sae 9216, k 32); the feature is
-clamped at 1.5 x its max activation.
+when the package has it (the feature named "golden_gate", else the top search hit for "the Golden Gate Bridge"),
+else a randomly initialised TopK SAE of the same shape (d_sae 9216, k 32) and the feature firing most on the
+prompt; the feature is clamped at 1.5 x its max activation.
 
 Cases, interleaved in each repeat (medians of tok/s and of the per-repeat ratios):
     generate            lm.generate, no hook
@@ -30,7 +31,7 @@ from typing import Callable
 import torch
 
 from saelab import lm, pretrained, steer, streaming
-from saelab.features import feature_activations
+from saelab.features import feature_activations, search_features
 from saelab.sae import SAE, SAEConfig
 
 HOOK = "blocks.15.hook_resid_post"
@@ -38,14 +39,17 @@ PROMPT = "What is your physical form?"
 MULTIPLE = 1.5
 
 
-def benchmark_sae() -> tuple[SAE, int, float, str]:
-    """The SAE, the feature to clamp, its max activation (None: measure on the prompt) and where they came from."""
+def benchmark_sae(model) -> tuple[SAE, int, float, str]:
+    """The SAE, the feature to clamp, its max activation (NaN: measure it on the prompt) and where they came from."""
     if pretrained.list_pretrained():
         sae, store = pretrained.load_sae(), pretrained.load_feature_store()
         named = pretrained.named_features()
-        feature = (int(named["golden_gate"]["feature"]) if "golden_gate" in named
-                   else int(store.max_activation.argmax()))
-        return sae, feature, float(store.max_activation[feature]), f"shipped SAE {pretrained.DEFAULT}, feature {feature}"
+        if "golden_gate" in named:
+            feature, how = int(named["golden_gate"]["feature"]), "named golden_gate"
+        else:  # the feature that comes closest to its own max on the bridge's name
+            feature, how = search_features(model, sae, store, "the Golden Gate Bridge", k=1)[0][0], "top search hit"
+        return (sae, feature, float(store.max_activation[feature]),
+                f"shipped SAE {pretrained.DEFAULT}, feature {feature} ({how} for the Golden Gate Bridge)")
     sae = SAE(SAEConfig(d_in=576, d_sae=9216, architecture="topk", k=32, metadata={"hook_name": HOOK}), seed=0)
     return sae, -1, float("nan"), "random-init TopK SAE (d_sae 9216, k 32; no shipped SAE yet)"
 
@@ -115,7 +119,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (decoding on 1), load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     model = lm.load_model()
-    sae, feature, top, source = benchmark_sae()
+    sae, feature, top, source = benchmark_sae(model)
     prompt = lm.chat_tokens(model, PROMPT)
     if feature < 0:  # random SAE: the feature firing most strongly on the prompt, at its largest value there
         acts = feature_activations(model, sae, HOOK, prompt)[0, 1:]
