@@ -67,7 +67,7 @@ def test_the_slider_sets_the_clamp_in_multiples_of_the_features_max(setup):
     panel.multiple.value = 0.0
     assert "ablates it" in panel.feature_info.value
     panel.multiple.value = -2.5
-    assert f"clamps it to {-2.5 * top:.2f}" in panel.feature_info.value
+    assert f"clamps it to {-2.5 * top:.3g}" in panel.feature_info.value
     panel.multiple.value = 20.0
     panel.generate_button.click()
     expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: 20.0 * top}, max_new_tokens=6)

@@ -47,7 +47,7 @@ def reply_html(title: str, steps: Sequence[StreamedToken], scale: float, *, writ
             continue
         value = step.activation or 0.0
         strength = max(0.0, min(1.0, value / scale)) if scale > 0 else 0.0
-        spans.append(f'<span title="{value:.2f}" style="background:rgba(255,127,14,{strength:.2f})">'
+        spans.append(f'<span title="{value:.3g}" style="background:rgba(255,127,14,{strength:.2f})">'
                      f"{html.escape(step.text)}</span>")
     cursor = "<span style='color:#999'>▌</span>" if writing else ""
     return (f"<div style='margin-right:8px'><b>{html.escape(title)}</b><div style='font-family:monospace;"
@@ -60,7 +60,7 @@ def activation_figure(feature: int, replies: dict[str, Sequence[StreamedToken]],
     fig = go.Figure()
     for name in REPLIES:
         fig.add_bar(name=name, **_bars(replies.get(name, [])), marker_color=_COLOURS[name],
-                    hovertemplate="token %{x} %{hovertext}: %{y:.2f}<extra>" + name + "</extra>")
+                    hovertemplate="token %{x} %{hovertext}: %{y:.3g}<extra>" + name + "</extra>")
     fig.add_hline(y=max_activation, line_dash="dot", line_color="#d62728",
                   annotation_text="max on corpus", annotation_position="top left")
     fig.update_layout(title=f"feature {feature} on each generated token (before the clamp)", barmode="group",
@@ -152,11 +152,11 @@ class SteeringPanel(widgets.VBox):
     def show_feature(self) -> None:
         f = self.feature.value
         top, density = float(self.store.max_activation[f]), float(self.store.density[f])
-        info = (f"<b>feature {f}</b> · max activation {top:.2f} · fires on {density:.3%} of "
+        info = (f"<b>feature {f}</b> · max activation {top:.3g} · fires on {density:.3%} of "
                 f"{self.store.n_tokens:,} tokens")
         if top > 0:
             value = clamp_value(self.store, f, self.multiple.value)
-            effect = "ablates it (clamps to 0)" if value == 0 else f"clamps it to {value:.2f}"
+            effect = "ablates it (clamps to 0)" if value == 0 else f"clamps it to {value:.3g}"
             info += f" · {self.multiple.value:g} × max {effect} at every position, error term kept"
         else:
             info += " · <span style='color:#d62728'>never fired: pick another feature</span>"
@@ -198,7 +198,7 @@ class SteeringPanel(widgets.VBox):
                 self.status.value = ("<i>writing… " + " · ".join(f"{name} {len(self.replies[name])}"
                                                                  for name in REPLIES) + " tokens</i>")
             self._baseline_settings = settings
-            self.status.value = f"done: feature {f} clamped to {value:.2f} ({self.multiple.value:g} × max)"
+            self.status.value = f"done: feature {f} clamped to {value:.3g} ({self.multiple.value:g} × max)"
         finally:
             self.generate_button.disabled = False
             self._draw_replies(writing=set())
