@@ -15,7 +15,11 @@ The library behind the saelab course. Modules, in the order data flows through t
     harvest     activations at a hook point, in memory or in a resumable on-disk store
     splice      the SAE spliced into the model; CE loss recovered
     train       python -m saelab.train: corpus -> harvest -> SAE -> metrics -> files
+    pretrained  the SAE that ships with the package, its feature store, metrics and named features
     features    feature store, top examples, logit effects, search
+    detection   strategy 1: does a feature fire on its concept and stay silent elsewhere?
+    streaming   generation one token at a time, with the key/value cache
+    steer       strategy 2: clamp or add features while the model generates
     files       atomic writes
     plots       plotly figures for lessons and widgets
     widgets     interactive explorers (thin wiring over the modules above)
