@@ -129,7 +129,7 @@ def other_texts(concept: str, n_corpus: int = 120, seed: int = 0) -> list[str]:
 
 def score_concept(model, sae: SAE, concept: str, hook_name: str | None = None, *,
                   positives: Sequence[str] | None = None, negatives: Sequence[str] | None = None,
-                  max_norm: float = 1000.0, progress: bool = True) -> ConceptScores:
+                  max_norm: float = 1000.0, max_tokens: int = 128, progress: bool = True) -> ConceptScores:
     """Score every feature of ``sae`` as a detector of ``concept`` (see ``ConceptScores``).
 
     ``positives`` default to the concept's training slice, ``negatives`` to ``other_texts(concept)``; pass
@@ -139,7 +139,10 @@ def score_concept(model, sae: SAE, concept: str, hook_name: str | None = None, *
     negatives = list(negatives) if negatives is not None else other_texts(concept)
     if not positives or not negatives:
         raise ValueError("positives and negatives must each hold at least one text")
-    stats = text_stats(model, sae, positives + negatives, hook_name, max_norm=max_norm, progress=progress)
+    # Each text is cut to ``max_tokens``, so that long corpus texts (whole chapters) are not more likely to
+    # fire somewhere just for being long.
+    stats = text_stats(model, sae, positives + negatives, hook_name, max_norm=max_norm, max_tokens=max_tokens,
+                       progress=progress)
     n = len(positives)
     fires = stats.maxima > 0
     unnamed = torch.tensor([not names_concept(t, concept) for t in positives])
@@ -189,7 +192,7 @@ def check_heldout(model, sae: SAE, feature: int, concept: str, hook_name: str | 
     return HeldOutCheck(feature, concept, held.concept, values[:n], held.unrelated, values[n:])
 
 
-def name_concept_features(model, sae: SAE, names: Sequence[str] | None = None, *, min_coverage: float = 0.1,
+def name_concept_features(model, sae: SAE, names: Sequence[str] | None = None, *, min_coverage: float = 0.0,
                           min_score: float = 0.5, progress: bool = True) -> dict[str, dict]:
     """For each concept, the best-scoring feature on its slice that fires on at least ``min_coverage`` of the
     slice's tokens, with the evidence: its slice scores, the runners-up, and the held-out check.
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Name an SAE's concept features; writes <sae folder>/features.json.")
     parser.add_argument("sae_folder", type=Path)
     parser.add_argument("--concepts", nargs="*", default=None, help=f"default: {', '.join(concepts.available())}")
-    parser.add_argument("--min-coverage", type=float, default=0.1)
+    parser.add_argument("--min-coverage", type=float, default=0.0)
     parser.add_argument("--min-score", type=float, default=0.5)
     args = parser.parse_args(argv)
     sae = SAE.load(args.sae_folder).eval()
