@@ -197,7 +197,9 @@ def name_concept_features(model, sae: SAE, names: Sequence[str] | None = None, *
     """For each concept, the best-scoring feature on its slice that fires on at least ``min_coverage`` of the
     slice's tokens, with the evidence: its slice scores, the runners-up, and the held-out check.
 
-    A concept whose best score is below ``min_score`` gets no name: no feature detects it.
+    A concept whose best score is below ``min_score`` gets no name: no feature detects it. ``group`` lists every
+    feature among the best five that scores at least ``min_score``: a small SAE often splits a concept over
+    several features (one per word of it, say), which only together carry the whole of it.
     """
     named = {}
     for concept in names or concepts.available():
@@ -206,6 +208,7 @@ def name_concept_features(model, sae: SAE, names: Sequence[str] | None = None, *
             continue
         check = check_heldout(model, sae, ranked[0]["feature"], concept)
         named[concept] = {"feature": ranked[0]["feature"], "slice": ranked[0], "runners_up": ranked[1:],
+                          "group": [row["feature"] for row in ranked if row["score"] >= min_score],
                           "heldout": {"fires_on_concept": check.fires_on_concept,
                                       "silent_on_unrelated": check.silent_on_unrelated,
                                       "concept_maxima": check.concept_maxima,

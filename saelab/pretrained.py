@@ -54,7 +54,8 @@ def metrics(sae_id: str = DEFAULT) -> dict:
 
 
 def named_features(sae_id: str = DEFAULT) -> dict[str, dict]:
-    """Features named after checking them: ``{"golden_gate": {"feature": 1234, "evidence": {...}}, ...}``."""
+    """Features named after checking them (``python -m saelab.detection``): for each concept its best feature,
+    the group of features that detect it, their scores on the concept's slice and the held-out check."""
     file = path(sae_id) / "features.json"
     return json.loads(file.read_text()) if file.is_file() else {}
 
@@ -65,3 +66,9 @@ def feature(name: str, sae_id: str = DEFAULT) -> int:
     if name not in named:
         raise ValueError(f"name={name!r} is not a named feature of {sae_id}; named: {sorted(named)}")
     return int(named[name]["feature"])
+
+
+def feature_group(name: str, sae_id: str = DEFAULT) -> list[int]:
+    """All the features that detect a named concept, best first (see ``saelab.detection.name_concept_features``)."""
+    feature(name, sae_id)  # the same error for an unknown name
+    return [int(f) for f in named_features(sae_id)[name]["group"]]

@@ -1,0 +1,26 @@
+"""Strategy 2 on the real model with the shipped SAE: clamping the Golden Gate features turns the model's answer
+about itself toward the bridge; unclamped, it never mentions one."""
+
+import pytest
+
+from saelab import lm, pretrained, steer
+
+QUESTION = "What is your physical form?"
+BRIDGE_WORDS = ("bridge", "golden gate", "san francisco")
+
+
+def mentions_bridge(text: str) -> bool:
+    return any(word in text.lower() for word in BRIDGE_WORDS)
+
+
+@pytest.mark.slow
+def test_clamping_the_golden_gate_group_at_its_max_talks_about_the_bridge(real_model):
+    sae, store = pretrained.load_sae(), pretrained.load_feature_store()
+    group = pretrained.feature_group("golden_gate")
+    clamps = {f: store.max_activation[f].item() for f in group}  # 1x each feature's max; 10x collapses (lesson 07)
+    replies = steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=40)
+    assert not mentions_bridge(replies.baseline), replies.baseline
+    assert mentions_bridge(replies.steered), replies.steered
+    assert not any(point.has_hooks() for point in real_model.hook_dict.values())
+    # greedy decoding: the same request gives the same reply
+    assert steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=40) == replies
