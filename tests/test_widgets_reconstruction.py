@@ -39,7 +39,7 @@ def test_reconstruct_text_matches_the_harvest_and_the_saes(tiny_model, saes):
     assert torch.allclose(result.token_fvu["narrow"], expected, atol=1e-5)
     assert result.token_fvu["exact"].max() < 1e-8  # the exact SAE rebuilds every token
     assert (result.codes["narrow"] > 0).sum(-1).max() <= 2
-    ids, values = result.top_latents("wide", 3)
+    _, values = result.top_latents("wide", 3)
     assert values == sorted(values, reverse=True) and all(v > 0 for v in values)
     assert values[0] == pytest.approx(float(result.codes["wide"][3].max()))
 
@@ -56,7 +56,7 @@ def test_token_slider_moves_every_panel(tiny_model, saes):
     assert list(widget.figure.data[3].y) == pytest.approx(result.reconstructions["narrow"][4].tolist())
     assert list(widget.figure.data[0].marker.opacity)[4] == 1.0
     assert list(widget.figure.data[0].marker.opacity)[1] == pytest.approx(0.35)
-    ids, values = result.top_latents("wide", 4)
+    _, values = result.top_latents("wide", 4)
     wide_bars = widget.figure.data[-2]
     assert list(wide_bars.x) == pytest.approx(values[::-1])
     assert f"token 4 <b>{result.tokens[4]!r}</b>" in widget.status.value
