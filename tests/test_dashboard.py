@@ -42,6 +42,13 @@ def test_search_lists_features_and_picking_one_shows_it(setup):
     assert dashboard.feature.value == expected[-1]
 
 
+def test_searching_with_an_empty_box_says_what_to_type(setup):
+    model, sae, store = setup
+    dashboard = feature_dashboard(model, sae, store)
+    dashboard.search_button.click()
+    assert "type some text" in dashboard.search_message.value and dashboard.results.options == ()
+
+
 def test_own_text_shows_this_features_activation_on_each_token(setup):
     model, sae, store = setup
     dashboard = feature_dashboard(model, sae, store, feature=int(store.max_activation.argmax()))

@@ -90,6 +90,7 @@ class FeatureDashboard(widgets.VBox):
         self.search_message.value = ""
         if not self.query.value.strip():
             self.results.options = []
+            self.search_message.value = "<i>type some text to search for, e.g. <q>the Golden Gate Bridge</q></i>"
             return
         try:
             found = features.search_features(self.model, self.sae, self.store, self.query.value, k=10)
