@@ -223,12 +223,17 @@ class SAE(nn.Module):
 
     def pre_activations(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         """The encoder's affine map, before ReLU / TopK / threshold."""
-        bias = self.b_enc
+        bias, rows = self.b_enc, x.reshape(-1, self.cfg.d_in)
         if self.cfg.apply_b_dec_to_input:
-            # (x - b_dec) W_enc + b_enc, with b_dec folded into the bias: subtracting it from x would make
-            # autograd compute a gradient for the whole input, one more (batch x d_in x d_sae) matmul per step.
-            bias = self.b_enc - self.b_dec @ self.W_enc
-        return torch.addmm(bias, x.reshape(-1, self.cfg.d_in), self.W_enc).reshape(*x.shape[:-1], -1)
+            if torch.is_grad_enabled():
+                # (x - b_dec) W_enc + b_enc, with b_dec folded into the bias: subtracting it from x would make
+                # autograd compute a gradient for the whole input, one more (batch x d_in x d_sae) matmul per step.
+                bias = self.b_enc - self.b_dec @ self.W_enc
+            else:
+                # Without autograd, refolding costs a (d_in x d_sae) product per call — as much as encoding one
+                # token, which is what a steering hook does at every decoding step. Subtracting is cheaper.
+                rows = rows - self.b_dec
+        return torch.addmm(bias, rows, self.W_enc).reshape(*x.shape[:-1], -1)
 
     def _topk(self, pre_BF: Tensor) -> tuple[Tensor, Int[Tensor, "batch k"]]:
         values_BK, idx_BK = pre_BF.topk(self.cfg.k, dim=-1, sorted=False)
