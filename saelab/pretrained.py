@@ -60,15 +60,18 @@ def named_features(sae_id: str = DEFAULT) -> dict[str, dict]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
-def feature(name: str, sae_id: str = DEFAULT) -> int:
-    """The id of a named feature, e.g. ``feature("golden_gate")``."""
+def _named(name: str, sae_id: str) -> dict:
     named = named_features(sae_id)
     if name not in named:
         raise ValueError(f"name={name!r} is not a named feature of {sae_id}; named: {sorted(named)}")
-    return int(named[name]["feature"])
+    return named[name]
+
+
+def feature(name: str, sae_id: str = DEFAULT) -> int:
+    """The id of a named feature, e.g. ``feature("golden_gate")``."""
+    return int(_named(name, sae_id)["feature"])
 
 
 def feature_group(name: str, sae_id: str = DEFAULT) -> list[int]:
     """All the features that detect a named concept, best first (see ``saelab.detection.name_concept_features``)."""
-    feature(name, sae_id)  # the same error for an unknown name
-    return [int(f) for f in named_features(sae_id)[name]["group"]]
+    return [int(f) for f in _named(name, sae_id)["group"]]
