@@ -210,6 +210,11 @@ def load_model(
     return bridge.eval()
 
 
+def active_hook_points(model) -> list[str]:
+    """Names of the hook points that have a hook installed right now (empty when every hook was removed)."""
+    return [name for name, point in model.hook_dict.items() if point.has_hooks()]
+
+
 def chat_tokens(model, prompt: str, system: str | None = None) -> torch.Tensor:
     """The chat-formatted prompt as a ``(1, pos)`` token tensor, ready for the assistant's reply.
 

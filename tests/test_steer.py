@@ -5,15 +5,12 @@ from functools import partial
 import pytest
 import torch
 
-from saelab import steer, streaming
+from saelab import lm, steer, streaming
 from saelab.harvest import collect_activations
 from saelab.sae import SAE, SAEConfig
 
 HOOK = "blocks.2.hook_resid_post"
 
-
-def any_hooks(model) -> bool:
-    return any(point.has_hooks() for point in model.hook_dict.values())
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +56,9 @@ def test_hooks_are_removed_after_an_exception_and_keyboard_interrupt(tiny_model,
     for error in (RuntimeError("boom"), KeyboardInterrupt()):
         with pytest.raises(type(error)):
             with steer.clamp(tiny_model, sae, {1: 3.0}):
-                assert any_hooks(tiny_model)
+                assert lm.active_hook_points(tiny_model)
                 raise error
-        assert not any_hooks(tiny_model)
+        assert not lm.active_hook_points(tiny_model)
 
 
 def test_contexts_nest_and_the_inner_exit_keeps_the_outer_hook(tiny_model, sae, tokens):
@@ -73,7 +70,7 @@ def test_contexts_nest_and_the_inner_exit_keeps_the_outer_hook(tiny_model, sae, 
         after_inner = tiny_model(tokens)
     assert not torch.allclose(both, added_only)
     assert torch.allclose(after_inner, added_only)
-    assert not any_hooks(tiny_model)
+    assert not lm.active_hook_points(tiny_model)
 
 
 def test_contrastive_direction_is_the_difference_of_mean_activations(tiny_model):
@@ -90,7 +87,7 @@ def test_generate_returns_the_unsteered_and_the_steered_reply_reproducibly(tiny_
     again = steer.generate(tiny_model, "What is your physical form?", sae=sae, clamps={7: 50.0},
                            max_new_tokens=6, temperature=1.0, seed=3)
     assert first == again and isinstance(first.baseline, str)
-    assert not any_hooks(tiny_model)
+    assert not lm.active_hook_points(tiny_model)
 
 
 def test_bad_steering_requests_are_refused_and_leave_no_hook(tiny_model, sae):
@@ -109,7 +106,7 @@ def test_bad_steering_requests_are_refused_and_leave_no_hook(tiny_model, sae):
             with make():
                 pass
         assert message in str(error.value) and "\n" not in str(error.value)
-        assert not any_hooks(tiny_model)
+        assert not lm.active_hook_points(tiny_model)
 
 
 def test_clamping_several_features_at_once_moves_along_each_decoder_row(tiny_model, sae, tokens):
@@ -137,7 +134,7 @@ def test_two_saes_at_two_hooks_steer_together_nested_or_as_one_hook_list(tiny_mo
         together = tiny_model.run_with_hooks(tokens, fwd_hooks=hooks)
     assert torch.allclose(nested, together, atol=1e-5)
     assert (nested - early_only).abs().max() > 1e-3 and (early_only - clean).abs().max() > 1e-3
-    assert not any_hooks(tiny_model)
+    assert not lm.active_hook_points(tiny_model)
 
 
 def test_stream_replies_interleaves_the_replies_generate_gives(tiny_model, sae):
@@ -146,7 +143,7 @@ def test_stream_replies_interleaves_the_replies_generate_gives(tiny_model, sae):
     for which, token in steer.stream_replies(tiny_model, "What is your physical form?", feature=7, **options):
         order.append(which)
         replies[which].append(token)
-        assert not any_hooks(tiny_model)  # steering is on only while a token is computed
+        assert not lm.active_hook_points(tiny_model)  # steering is on only while a token is computed
     assert order[:4] == ["baseline", "steered", "baseline", "steered"]
     expected = steer.generate(tiny_model, "What is your physical form?", **options)
     assert tuple(streaming.reply_text(replies[name]) for name in ("baseline", "steered")) == expected
@@ -166,4 +163,4 @@ def test_bad_stream_replies_requests_are_refused_before_generating(tiny_model, s
         with pytest.raises(ValueError) as error:
             steer.stream_replies(tiny_model, "hello", max_new_tokens=4, **arguments)
         assert message in str(error.value) and "\n" not in str(error.value)
-    assert not any_hooks(tiny_model)
+    assert not lm.active_hook_points(tiny_model)

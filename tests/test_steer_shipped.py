@@ -21,6 +21,6 @@ def test_clamping_the_golden_gate_group_at_its_max_talks_about_the_bridge(real_m
     replies = steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=40)
     assert not mentions_bridge(replies.baseline), replies.baseline
     assert mentions_bridge(replies.steered), replies.steered
-    assert not any(point.has_hooks() for point in real_model.hook_dict.values())
+    assert not lm.active_hook_points(real_model)
     # greedy decoding: the same request gives the same reply
     assert steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=40) == replies

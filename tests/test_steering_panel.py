@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from saelab import features, steer
+from saelab import features, lm, steer
 from saelab.corpus import tokenize_corpus
 from saelab.sae import SAE, SAEConfig
 from saelab.widgets import steering_panel
@@ -15,9 +15,6 @@ from saelab.widgets.steer_panel import clamp_value
 HOOK = "blocks.2.hook_resid_post"
 PROMPT = "What is your physical form?"
 
-
-def any_hooks(model) -> bool:
-    return any(point.has_hooks() for point in model.hook_dict.values())
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +53,7 @@ def test_generate_streams_steer_generates_replies_with_each_tokens_activation(se
     for i, name in enumerate(("baseline", "steered")):
         assert list(panel.chart.data[i].y) == pytest.approx([t.activation for t in panel.replies[name]])
     assert any(t.activation > 0 for t in panel.replies["baseline"] + panel.replies["steered"])
-    assert not panel.generate_button.disabled and not any_hooks(model)
+    assert not panel.generate_button.disabled and not lm.active_hook_points(model)
 
 
 def test_the_slider_sets_the_clamp_in_multiples_of_the_features_max(setup):
@@ -108,7 +105,7 @@ def test_errors_in_callbacks_show_in_the_panel_and_leave_no_hook(setup, monkeypa
     panel.generate_button.click()
     assert "RuntimeError</b>: the encoder broke" in panel.status.value
     assert 0 < len(panel.replies["baseline"]) < 8 and "▌" not in panel.steered.value
-    assert not any_hooks(model) and not panel.generate_button.disabled and torch.is_grad_enabled()
+    assert not lm.active_hook_points(model) and not panel.generate_button.disabled and torch.is_grad_enabled()
 
 
 def test_a_feature_that_never_fired_is_flagged_and_refused(setup):
@@ -121,7 +118,7 @@ def test_a_feature_that_never_fired_is_flagged_and_refused(setup):
     panel.generate_button.click()
     assert "feature 5 never fired on the store's corpus" in panel.status.value
     assert isinstance(panel.last_error, ValueError) and panel.replies["steered"] == []
-    assert not any_hooks(model)
+    assert not lm.active_hook_points(model)
 
 
 def test_bad_panel_arguments_are_one_line_errors(setup):

@@ -13,9 +13,6 @@ HOOK = "blocks.2.hook_resid_post"
 PROMPT = "What is your physical form?"
 
 
-def any_hooks(model) -> bool:
-    return any(point.has_hooks() for point in model.hook_dict.values())
-
 
 @pytest.fixture(scope="module")
 def sae():
@@ -43,7 +40,7 @@ def test_greedy_and_seeded_streams_give_lm_generates_tokens_with_and_without_a_c
     steered = tokens_of(streaming.stream_generate(tiny_model, prompt, 20, temperature=1.0, seed=1, fwd_hooks=clamp))
     plain = tokens_of(streaming.stream_generate(tiny_model, prompt, 20, temperature=1.0, seed=1))
     assert steered != plain  # the clamp really acts on the generated tokens
-    assert not any_hooks(tiny_model)
+    assert not lm.active_hook_points(tiny_model)
 
 
 def test_the_text_pieces_join_into_lm_chats_reply(tiny_model):
@@ -89,7 +86,7 @@ def test_between_tokens_no_hook_thread_setting_or_no_grad_mode_is_left_on(tiny_m
     stream = streaming.stream_generate(tiny_model, prompt, 6, fwd_hooks=steer.clamp_hooks(tiny_model, sae, {3: 9.0}),
                                        sae=sae, feature=3, threads=1)
     for _ in stream:
-        assert not any_hooks(tiny_model)
+        assert not lm.active_hook_points(tiny_model)
         assert torch.is_grad_enabled() and torch.get_num_threads() == threads
         torch.rand(5)  # the caller drawing random numbers between tokens changes no sampled token
 
@@ -118,12 +115,12 @@ def test_hooks_are_gone_after_an_error_midway_and_after_a_dropped_stream(tiny_mo
                                        sae=sae, feature=1)
     with pytest.raises(RuntimeError, match="boom"):
         list(stream)
-    assert not any_hooks(tiny_model) and torch.is_grad_enabled()
+    assert not lm.active_hook_points(tiny_model) and torch.is_grad_enabled()
 
     stream = streaming.stream_generate(tiny_model, prompt, 10, fwd_hooks=steer.clamp_hooks(tiny_model, sae, {1: 4.0}))
     next(stream), next(stream)
     del stream
-    assert not any_hooks(tiny_model)
+    assert not lm.active_hook_points(tiny_model)
     assert lm.generate(tiny_model, prompt, 3).shape == (1, 3)  # the model still generates normally
 
 
@@ -145,7 +142,7 @@ def test_bad_stream_requests_are_refused_at_the_call_in_one_line(tiny_model, sae
             streaming.stream_generate(tiny_model, arguments.pop("tokens"), arguments.pop("max_new_tokens"),
                                       **arguments)
         assert message in str(error.value) and "\n" not in str(error.value)
-    assert not any_hooks(tiny_model)
+    assert not lm.active_hook_points(tiny_model)
 
 
 @pytest.mark.slow
@@ -160,7 +157,7 @@ def test_on_the_real_model_greedy_streams_match_lm_generate_with_and_without_a_c
         got = list(streaming.stream_generate(real_model, prompt, 12, fwd_hooks=hooks, sae=sae, feature=feature))
         assert [s.token for s in got] == expected
         assert real_model.tokenizer.decode(expected, skip_special_tokens=True) == "".join(s.text for s in got)
-    assert not any_hooks(real_model)
+    assert not lm.active_hook_points(real_model)
 
 
 def test_the_steering_benchmarks_measuring_function_times_every_case_on_the_tiny_model(tiny_model, sae, prompt):
@@ -179,4 +176,4 @@ def test_the_steering_benchmarks_measuring_function_times_every_case_on_the_tiny
     assert result["steered_vs_unsteered"] == pytest.approx(rates["generate steered"] / rates["generate"])
     assert result["stream_vs_generate"] == pytest.approx(rates["stream"] / rates["generate"])
     assert bench.hook_cost(tiny_model, sae, 3, 9.0, repeats=5)["clamp_hook_ms_per_position"] > 0
-    assert not any_hooks(tiny_model)
+    assert not lm.active_hook_points(tiny_model)
