@@ -42,7 +42,9 @@ class Recipe:
     sources: list[str] | None = None
     """Built-in corpus sources (None: all of ``saelab.corpus.SOURCES``)."""
     concept_repeats: int = 1
-    """How many times each written concept passage enters the corpus (0 leaves the slices out)."""
+    """How many times each concept passage enters the corpus (0 leaves the slices out)."""
+    generated_slices: bool = False
+    """Also mix in the passages the model wrote about each concept (``saelab.concept_generation``)."""
     max_tokens: int = 2_000_000
     """Tokens to tokenise (BOS included), held-out rows among them."""
     seq_len: int = 128
@@ -98,7 +100,8 @@ class Recipe:
 def build_tokens(model, recipe: Recipe, progress: bool = True) -> torch.Tensor:
     """The corpus with the concept slices mixed in, packed into rows and shuffled (seeded)."""
     texts = corpus.load_texts(recipe.sources, seed=recipe.seed)
-    texts += concepts.all_passages(repeats=recipe.concept_repeats) if recipe.concept_repeats else []
+    if recipe.concept_repeats:
+        texts += concepts.all_passages(repeats=recipe.concept_repeats, generated=recipe.generated_slices)
     generator = torch.Generator().manual_seed(recipe.seed)
     texts = [texts[i] for i in torch.randperm(len(texts), generator=generator).tolist()]
     return corpus.tokenize_corpus(model, texts, seq_len=recipe.seq_len, max_tokens=recipe.max_tokens,
@@ -170,8 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     for f in dataclasses.fields(Recipe):
         if f.name in ("notes", "sources"):
             continue
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
-                            default=getattr(defaults, f.name))
+        flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
     parser.add_argument("--sources", nargs="*", default=None, help="built-in corpus sources (default: all)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the SAE, metrics.json, feature store")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the resumable harvest is kept")

@@ -36,3 +36,22 @@ def test_unknown_concepts_and_bad_repeats_are_refused():
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         concepts.all_passages(repeats=0)
     assert len(concepts.all_passages(["golden_gate"], repeats=2)) == 2 * len(concepts.passages("golden_gate"))
+
+
+def test_generated_slices_join_the_training_mix_only_when_asked():
+    generated = concepts.generated_passages("golden_gate")
+    assert len(generated) >= 100, "assets/concepts/golden_gate.generated.txt is missing or short"
+    assert "golden_gate.generated" not in concepts.available()
+    written = concepts.all_passages(["golden_gate"])
+    both = concepts.all_passages(["golden_gate"], generated=True)
+    assert written == concepts.passages("golden_gate")
+    assert both == written + generated
+    assert not set(generated) & set(written)
+
+
+@pytest.mark.parametrize("name", concepts.available())
+def test_generated_passages_never_contain_held_out_sentences(name):
+    generated = " ".join(concepts.generated_passages(name))
+    assert generated, f"{name} has no generated slice"
+    for sentence in concepts.heldout(name).concept + concepts.heldout(name).unrelated:
+        assert sentence not in generated

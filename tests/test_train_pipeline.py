@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from saelab import train
+from saelab import concepts, train
 from saelab.features import FeatureStore
 from saelab.sae import SAE
 
@@ -37,3 +37,25 @@ def test_a_test_sized_run_writes_a_loadable_sae_metrics_and_a_feature_store(tmp_
 def test_a_bad_recipe_is_refused_naming_the_setting(kwargs, named):
     with pytest.raises(ValueError, match=named):
         train.Recipe(**kwargs)
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--generated-slices"], True),
+                                            (["--no-generated-slices"], False)])
+def test_the_generated_slices_flag_reaches_the_recipe(monkeypatch, tmp_path, flag, expected):
+    captured = []
+    monkeypatch.setattr(train, "run", lambda recipe, out, work_dir=None, progress=True: captured.append(recipe) or {})
+    train.main(["--out", str(tmp_path), *flag])
+    assert captured[0].generated_slices is expected
+
+
+def test_the_generated_slices_are_mixed_into_the_corpus_only_when_asked(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(train.corpus, "load_texts", lambda sources, seed: ["corpus text"])
+    monkeypatch.setattr(train.corpus, "tokenize_corpus",
+                        lambda model, texts, **kw: seen.setdefault(len(seen), list(texts)))
+    for generated in (False, True):
+        train.build_tokens(None, train.Recipe(concept_repeats=2, generated_slices=generated), progress=False)
+    written, both = seen[0], seen[1]
+    extra = sum(len(concepts.generated_passages(name)) for name in concepts.available())
+    assert extra > 0 and len(both) - len(written) == 2 * extra
+    assert set(concepts.generated_passages("golden_gate")) <= set(both) - set(written)
