@@ -33,7 +33,8 @@ import plotly.graph_objects as go
 import torch
 
 from saelab import corpus, features, lm, pretrained
-from saelab.features import Context, FeatureStore
+from saelab.feature_store import FeatureStore
+from saelab.features import Context
 from saelab.sae import SAE, SAEConfig
 from saelab.widgets import feature_dashboard
 

@@ -12,11 +12,13 @@ The library behind the saelab course. Modules, in the order data flows through t
     lm          the embedded chat model, offline, in TransformerLens; chat and generation
     corpus      offline text and its packing into token rows
     concepts    written concept slices (the Golden Gate Bridge, ...) and held-out test sentences
+    concept_generation  concept slices the model writes itself (extra training signal)
     harvest     activations at a hook point, in memory or in a resumable on-disk store
     splice      the SAE spliced into the model; CE loss recovered
     train       python -m saelab.train: corpus -> harvest -> SAE -> metrics -> files
     pretrained  the SAE that ships with the package, its feature store, metrics and named features
-    features    feature store, top examples, logit effects, search
+    feature_store  one pass of an SAE over a corpus, summarised per feature, saved
+    features    top examples, logit effects, features on a text, search
     detection   strategy 1: does a feature fire on its concept and stay silent elsewhere?
     streaming   generation one token at a time, with the key/value cache
     steer       strategy 2: clamp or add features while the model generates

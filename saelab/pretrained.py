@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from saelab.features import FeatureStore
+from saelab.feature_store import FeatureStore
 from saelab.sae import CONFIG_FILE, SAE
 
 ROOT = Path(__file__).parent / "assets" / "sae"

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from saelab import concepts, corpus, lm
-from saelab.features import build_feature_store
+from saelab.feature_store import build_feature_store
 from saelab.files import write_json_atomic
 from saelab.harvest import ActivationStore, collect_activations
 from saelab.metrics import evaluate

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from saelab import features
+from saelab import feature_store, features
 from saelab.corpus import tokenize_corpus
 from saelab.sae import SAE, SAEConfig
 
@@ -81,7 +81,7 @@ def test_store_round_trips_through_a_file_and_refuses_foreign_files(store, tmp_p
 def test_an_interrupted_save_keeps_the_previous_store(store, tmp_path, monkeypatch):
     path = store.save(tmp_path / "store.safetensors")
     before = path.read_bytes()
-    monkeypatch.setattr(features, "save_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(feature_store, "save_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         store.save(path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["store.safetensors"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saelab import concepts, detection, pretrained, train
-from saelab.features import FeatureStore
+from saelab.feature_store import FeatureStore
 
 # What the shipped SAE reached on held-out text (see its metrics.json); a regenerated SAE must do as well.
 TARGETS = {"fvu": 0.15, "l0": 32.0, "ce_loss_recovered": 0.97, "dead_fraction": 0.05}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from saelab import concepts, train
-from saelab.features import FeatureStore
+from saelab.feature_store import FeatureStore
 from saelab.sae import SAE
 
 

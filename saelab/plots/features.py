@@ -6,7 +6,8 @@ import html
 
 import plotly.graph_objects as go
 
-from saelab.features import Context, FeatureStore
+from saelab.feature_store import FeatureStore
+from saelab.features import Context
 
 
 def highlighted_tokens_html(tokens: list[str], activations: list[float], scale: float, peak: int | None = None) -> str:

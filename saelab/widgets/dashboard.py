@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from torch import Tensor
 
 from saelab import features
-from saelab.features import FeatureStore
+from saelab.feature_store import FeatureStore, check_store_fits
 from saelab.plots import features as feature_plots
 from saelab.sae import SAE
 
@@ -27,7 +27,7 @@ class FeatureDashboard(widgets.VBox):
     box (features that fire on your text) and a "try your own text" box (this feature on your text)."""
 
     def __init__(self, model, sae: SAE, store: FeatureStore, feature: int = 0, n_examples: int = 8):
-        features.check_store_fits(model, sae, store)
+        check_store_fits(model, sae, store)
         feature = features.check_feature(sae, feature)
         self.model, self.sae, self.store, self.n_examples = model, sae, store, n_examples
         self._panels: OrderedDict[int, tuple[str, str]] = OrderedDict()

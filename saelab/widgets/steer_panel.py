@@ -11,7 +11,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from saelab import features, steer
-from saelab.features import FeatureStore
+from saelab.feature_store import FeatureStore
 from saelab.sae import SAE
 from saelab.streaming import StreamedToken
 
