@@ -59,6 +59,11 @@ class SAEConfig:
     """TopK only: latents used by the AuxK loss that revives dead latents (default ``d_in // 2``, capped at d_sae)."""
     aux_k_coefficient: float = 1 / 32
     """TopK only: weight of the AuxK loss (0 turns it off)."""
+    matryoshka_groups: int = 1
+    """TopK only, training only: with G > 1, the first d_sae / 2**(G-1) latents, the first d_sae / 2**(G-2), ...
+    and all of them must each reconstruct the input on their own (the loss is the mean of the G errors), so the
+    first latents learn broad features and later ones refine them, instead of one concept splitting over many
+    (Bussmann et al. 2025, Matryoshka SAEs). Encoding and decoding do not change."""
     apply_b_dec_to_input: bool = True
     """Subtract ``b_dec`` from the input before encoding (as SAELens does by default)."""
     normalize_decoder: bool | None = None
@@ -81,6 +86,12 @@ class SAEConfig:
                 self.aux_k = min(max(self.d_in // 2, 1), self.d_sae)
             if not isinstance(self.aux_k, int) or not 1 <= self.aux_k <= self.d_sae:
                 raise ValueError(f"aux_k must be an integer with 1 <= aux_k <= d_sae={self.d_sae}, got {self.aux_k!r}")
+        groups = self.matryoshka_groups
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or self.d_sae % 2 ** (groups - 1):
+            raise ValueError(f"matryoshka_groups must be an integer >= 1 with d_sae={self.d_sae} divisible by "
+                             f"2**(groups - 1), got {groups!r}")
+        if groups > 1 and self.architecture != "topk":
+            raise ValueError(f"matryoshka_groups > 1 needs a topk SAE, got architecture={self.architecture!r}")
         for name in ("l1_coefficient", "l0_coefficient", "aux_k_coefficient"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -272,10 +283,12 @@ class SAE(nn.Module):
         cfg, zero = self.cfg, x.new_zeros(())
         x_BD = x.reshape(-1, cfg.d_in)
         pre_BF = self.pre_activations(x_BD)
-        aux = zero
+        aux, nested_mse = zero, None
         if cfg.architecture == "topk":
             values_BK, idx_BK = self._topk(pre_BF)
             recon_BD = self.decode_sparse(values_BK, idx_BK)
+            if cfg.matryoshka_groups > 1:
+                nested_mse = self._matryoshka_mse(x_BD, values_BK, idx_BK, recon_BD)
             # Codes for the output are built without autograd: the gradient flows through the k winners only.
             with torch.no_grad():
                 if dense_feature_acts:
@@ -306,10 +319,24 @@ class SAE(nn.Module):
                 fired_F = counts_F.detach() > 0
             recon_BD = torch.addmm(self.b_dec, f_BF, self.W_dec)
         mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
+        loss = (mse if nested_mse is None else nested_mse) + sparsity + aux
         if f_BF.layout == torch.strided:
             f_BF = f_BF.reshape(*x.shape[:-1], cfg.d_sae)
-        return SAEOutput(recon_BD.reshape(x.shape), f_BF,
-                         mse + sparsity + aux, mse, sparsity, aux, fired_F)
+        return SAEOutput(recon_BD.reshape(x.shape), f_BF, loss, mse, sparsity, aux, fired_F)
+
+    def _matryoshka_mse(self, x_BD: Tensor, values_BK: Tensor, idx_BK: Tensor, recon_BD: Tensor) -> Tensor:
+        """Mean over the nested prefixes of the reconstruction error using only the winners inside each prefix.
+
+        Each prefix's reconstruction is the full one minus the winners beyond it, so every prefix costs one
+        sparse decode of its complement (k rows per input), not a (batch, d_sae) product."""
+        groups, d_sae = self.cfg.matryoshka_groups, self.cfg.d_sae
+        errors = [(recon_BD - x_BD).pow(2).sum(-1).mean()]
+        for g in range(1, groups):
+            prefix = d_sae >> g  # d_sae/2, d_sae/4, ...
+            beyond = values_BK * (idx_BK >= prefix)
+            nested_BD = recon_BD - F.embedding_bag(idx_BK, self.W_dec, per_sample_weights=beyond, mode="sum")
+            errors.append((nested_BD - x_BD).pow(2).sum(-1).mean())
+        return torch.stack(errors).mean()
 
     def _aux_k_loss(self, residual_BD: Tensor, pre_BF: Tensor, dead_mask: Tensor) -> Tensor:
         """Gao et al.'s AuxK: the top aux_k *dead* latents try to reconstruct what the live ones missed."""

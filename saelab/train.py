@@ -59,6 +59,8 @@ class Recipe:
     """Dictionary size."""
     k: int = 32
     """Active latents per token (TopK)."""
+    matryoshka_groups: int = 1
+    """With G > 1, nested prefixes of the dictionary must each reconstruct alone (see ``SAEConfig``)."""
     epochs: int = 1
     """Passes over the training activations."""
     batch_size: int = 4096
@@ -76,7 +78,8 @@ class Recipe:
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("layer", "max_tokens", "seq_len", "d_sae", "k", "epochs", "batch_size", "feature_store_rows"):
+        for name in ("layer", "max_tokens", "seq_len", "d_sae", "k", "matryoshka_groups", "epochs", "batch_size",
+                     "feature_store_rows"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "layer" else 1):
                 raise ValueError(f"{name} must be a {'non-negative' if name == 'layer' else 'positive'} integer, "
@@ -133,6 +136,7 @@ def run(recipe: Recipe, out: Path, work_dir: Path | None = None, progress: bool 
     activations = activations[keep]
 
     sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=recipe.d_sae, architecture="topk", k=recipe.k,
+                        matryoshka_groups=recipe.matryoshka_groups,
                         metadata={"model_name": recipe.model, "hook_name": recipe.hook_name,
                                   "hook_layer": recipe.layer, "context_size": recipe.seq_len,
                                   "prepend_bos": True}), seed=recipe.seed)

@@ -179,3 +179,41 @@ def test_jumprelu_learns_thresholds_and_features(small_data):
     ev, match = evaluate(sae, test), match_features(sae, data.directions)
     assert match.mmcs > 0.85 and ev.fvu < 0.1 and ev.l0 < 4, (match.mmcs, ev.fvu, ev.l0)
     assert (sae.threshold - 0.1).abs().max() > 0.01  # the straight-through estimator moved the thresholds
+
+
+def test_the_matryoshka_loss_is_the_mean_error_of_the_nested_prefixes():
+    sae = SAE(SAEConfig(8, 32, "topk", k=4, matryoshka_groups=3), seed=0)
+    x = torch.randn(64, 8)
+    out = sae(x)
+    codes = sae.encode(x)
+    errors = []
+    for prefix in (8, 16, 32):  # d_sae/4, d_sae/2, d_sae
+        kept = codes.clone()
+        kept[:, prefix:] = 0
+        errors.append((sae.decode(kept) - x).pow(2).sum(-1).mean())
+    assert out.loss.item() == pytest.approx(torch.stack(errors).mean().item(), rel=1e-5)
+    assert out.mse.item() == pytest.approx(errors[-1].item(), rel=1e-5)  # the reported MSE is the full one
+
+
+def test_matryoshka_training_makes_the_first_latents_reconstruct_on_their_own():
+    x = SparseFeatureData(48, 16, 0.04, seed=3).sample(12_000)
+    first_half_fvu = {}
+    for groups in (1, 2):
+        sae = SAE(SAEConfig(16, 64, "topk", k=4, matryoshka_groups=groups), seed=0)
+        train_sae(sae, x, epochs=4, batch_size=256, lr=5e-3, progress=False, seed=0)
+        with torch.no_grad():
+            codes = sae.encode(x)
+            codes[:, 32:] = 0
+            residual = sae.decode(codes) - x
+            first_half_fvu[groups] = float(residual.pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    assert first_half_fvu[2] < 0.8 * first_half_fvu[1], first_half_fvu
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(architecture="topk", k=2, matryoshka_groups=0), "matryoshka_groups must be an integer >= 1"),
+    (dict(architecture="topk", k=2, matryoshka_groups=7), "divisible by 2"),
+    (dict(architecture="relu", matryoshka_groups=2), "needs a topk SAE"),
+])
+def test_bad_matryoshka_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SAEConfig(8, 32, **kwargs)
