@@ -146,6 +146,8 @@ def main() -> None:
         "ours relu": lambda: ours(acts, SAEConfig(d_in, d_sae, "relu"), batch, steps),
         "plain relu": lambda: plain_relu(acts, d_sae, batch, steps),
         "ours topk": lambda: ours(acts, SAEConfig(d_in, d_sae, "topk", k=k), batch, steps),
+        "ours topk, matryoshka 4 groups": lambda: ours(acts, SAEConfig(d_in, d_sae, "topk", k=k, matryoshka_groups=4),
+                                                       batch, steps),
         "plain topk, dense decode": lambda: plain_topk(acts, d_sae, batch, steps, k, sparse_decode=False),
         "plain topk, k-winner decode": lambda: plain_topk(acts, d_sae, batch, steps, k, sparse_decode=True),
     }
@@ -163,7 +165,9 @@ def main() -> None:
     best_topk = max(("plain topk, dense decode", "plain topk, k-winner decode"), key=rows_per_s.get)
     # Ratios from runs made next to each other (same repeat), then the median: steadier than a ratio of medians.
     paired = {"relu": [o / p for o, p in zip(runs["ours relu"], runs["plain relu"])],
-              "topk": [o / p for o, p in zip(runs["ours topk"], runs[best_topk])]}
+              "topk": [o / p for o, p in zip(runs["ours topk"], runs[best_topk])],
+              # What the nested-prefix loss costs: three more k-winner decodes per step.
+              "matryoshka": [m / o for m, o in zip(runs["ours topk, matryoshka 4 groups"], runs["ours topk"])]}
     # A dense ReLU step is five (batch x d_in x d_sae) GEMMs (2 forward, 3 backward): the matmul-bound ceiling.
     ceiling = gflops * 1e9 / (5 * 2 * d_in * d_sae)
     rss = subprocess.run([sys.executable, __file__, "--rss-child", str(rss_rows), str(d_in), str(d_sae), str(batch),
@@ -174,6 +178,7 @@ def main() -> None:
                         threads=torch.get_num_threads(), torch=torch.__version__),
         "matmul_gflops": gflops, "dense_step_ceiling_rows_per_s": ceiling, "rows_per_s": rows_per_s,
         "ratio_relu": statistics.median(paired["relu"]), "ratio_topk": statistics.median(paired["topk"]),
+        "ratio_matryoshka_vs_topk": statistics.median(paired["matryoshka"]),
         "paired_ratios": paired, "best_plain_topk": best_topk, "memory": mem,
     }
     if args.json:
@@ -189,6 +194,8 @@ def main() -> None:
     print(f"ours / best plain loop (median of same-repeat ratios): relu {result['ratio_relu']:.2f}x "
           f"({', '.join(f'{r:.2f}' for r in paired['relu'])}), topk {result['ratio_topk']:.2f}x vs {best_topk} "
           f"({', '.join(f'{r:.2f}' for r in paired['topk'])})")
+    print(f"matryoshka (4 nested prefixes) / plain topk training: {result['ratio_matryoshka_vs_topk']:.2f}x "
+          f"({', '.join(f'{r:.2f}' for r in paired['matryoshka'])})")
     model_mb = mem["model_grads_adam_mb"]
     used = mem["peak_mb"] - mem["base_mb"]
     print(f"peak RSS training on {mem['activations_mb']:.0f} MB of activations: {mem['peak_mb']:.0f} MB "
