@@ -7,7 +7,7 @@ hold invented facts, so they are only ever training signal: features are scored 
 slices and held-out sentences. Every concept gets a generated slice, not only the Golden Gate Bridge: a latent
 for "the model's own prose style" must not pass for a concept latent.
 
-``python -m saelab.concept_generation`` rewrites ``assets/concepts/<name>.generated.txt`` (seeded, greedy-free
+``python -m saelab.concept_generation`` rewrites ``assets/concepts/<name>.generated.txt`` (seeded
 sampling; the prompts are below, so the files can be rebuilt and checked).
 """
 
@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="*", default=list(SUBJECTS), help="concepts (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    planned = {name: prompts(name) for name in args.names}  # a bad name fails before the model loads
     hf_model, tokenizer = lm.load_default_hf()
-    for offset, name in enumerate(args.names):
-        chat_prompts = prompts(name)
+    for offset, (name, chat_prompts) in enumerate(planned.items()):
         passages = generate_passages(hf_model, tokenizer, chat_prompts, seed=args.seed + offset)
         print(f"{name}: {len(passages)} passages from {len(chat_prompts)} prompts -> {write_slice(name, passages)}")
 

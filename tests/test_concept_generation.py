@@ -40,3 +40,9 @@ def test_a_slice_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert path == tmp_path / "whales.generated.txt"
     assert path.read_text() == "One passage.\n\nAnother passage.\n"
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_an_unknown_concept_is_refused_before_the_model_loads(monkeypatch):
+    monkeypatch.setattr(gen.lm, "load_default_hf", lambda: pytest.fail("the model loaded for a bad name"))
+    with pytest.raises(ValueError, match="name must be one of"):
+        gen.main(["golden_gate", "brooklyn_bridge"])
