@@ -286,10 +286,9 @@ class SAE(nn.Module):
         aux, nested_mse = zero, None
         if cfg.architecture == "topk":
             values_BK, idx_BK = self._topk(pre_BF)
+            recon_BD = self.decode_sparse(values_BK, idx_BK)
             if cfg.matryoshka_groups > 1:
-                recon_BD, nested_mse = self._matryoshka_decode(x_BD, values_BK, idx_BK)
-            else:
-                recon_BD = self.decode_sparse(values_BK, idx_BK)
+                nested_mse = self._matryoshka_mse(x_BD, values_BK, idx_BK, recon_BD)
             # Codes for the output are built without autograd: the gradient flows through the k winners only.
             with torch.no_grad():
                 if dense_feature_acts:
@@ -325,24 +324,19 @@ class SAE(nn.Module):
             f_BF = f_BF.reshape(*x.shape[:-1], cfg.d_sae)
         return SAEOutput(recon_BD.reshape(x.shape), f_BF, loss, mse, sparsity, aux, fired_F)
 
-    def _matryoshka_decode(self, x_BD: Tensor, values_BK: Tensor, idx_BK: Tensor) -> tuple[Tensor, Tensor]:
-        """The full reconstruction, and the mean over the nested prefixes of the error using only the winners
-        inside each prefix.
+    def _matryoshka_mse(self, x_BD: Tensor, values_BK: Tensor, idx_BK: Tensor, recon_BD: Tensor) -> Tensor:
+        """Mean over the nested prefixes of the reconstruction error using only the winners inside each prefix.
 
-        The winners are grouped by band (band 0: the smallest prefix; band j: the latents the (j+1)-th prefix
-        adds), one ``embedding_bag`` decodes every (row, band) bag, and a cumulative sum over bands gives every
-        prefix's reconstruction: the cost of one sparse decode, however many prefixes."""
+        Each prefix's reconstruction is the full one minus the winners beyond it, so every prefix costs one
+        sparse decode of its complement (k rows per input), not a (batch, d_sae) product."""
         groups, d_sae = self.cfg.matryoshka_groups, self.cfg.d_sae
-        batch = idx_BK.shape[0]
-        band_BK = sum((idx_BK >= d_sae >> g).long() for g in range(1, groups))
-        order_BK = band_BK.argsort(dim=1, stable=True)
-        counts_BG = F.one_hot(band_BK, groups).sum(1)
-        offsets = torch.cat([counts_BG.new_zeros(1), counts_BG.flatten().cumsum(0)[:-1]])
-        bands = F.embedding_bag(idx_BK.gather(1, order_BK).flatten(), self.W_dec, offsets,
-                                per_sample_weights=values_BK.gather(1, order_BK).flatten(), mode="sum")
-        prefixes_BGD = bands.view(batch, groups, -1).cumsum(1) + self.b_dec
-        errors_G = (prefixes_BGD - x_BD[:, None]).pow(2).sum(-1).mean(0)
-        return prefixes_BGD[:, -1], errors_G.mean()
+        errors = [(recon_BD - x_BD).pow(2).sum(-1).mean()]
+        for g in range(1, groups):
+            prefix = d_sae >> g  # d_sae/2, d_sae/4, ...
+            beyond = values_BK * (idx_BK >= prefix)
+            nested_BD = recon_BD - F.embedding_bag(idx_BK, self.W_dec, per_sample_weights=beyond, mode="sum")
+            errors.append((nested_BD - x_BD).pow(2).sum(-1).mean())
+        return torch.stack(errors).mean()
 
     def _aux_k_loss(self, residual_BD: Tensor, pre_BF: Tensor, dead_mask: Tensor) -> Tensor:
         """Gao et al.'s AuxK: the top aux_k *dead* latents try to reconstruct what the live ones missed."""
