@@ -97,7 +97,7 @@ def hook_cost(model, sae: SAE, feature: int, value: float, repeats: int = 200) -
     """Milliseconds of one clamp-hook call at one position (a decoding step's share) and of one decoding step."""
     hook = steer.clamp_hooks(model, sae, {feature: value})[0][1]
     x = torch.randn(1, 1, sae.cfg.d_in) * 170
-    with lm._torch_threads(1), torch.no_grad():
+    with lm.torch_threads(1), torch.no_grad():
         for _ in range(10):
             hook(x, None)
         start = time.perf_counter()

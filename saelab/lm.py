@@ -5,6 +5,11 @@ The default model is SmolLM2-135M-Instruct (Apache-2.0, Llama architecture, 30 l
 The first load dequantises the GGUF with transformers (~20-35 s on a laptop CPU) and keeps an fp32 safetensors
 copy in a cache folder; later loads read that copy in a second or two.
 
+Every load checks once that decoding with the key/value cache gives the tokens a full forward pass gives
+(:func:`check_cached_decoding`, ~1 s): a transformers release that TransformerLens does not yet follow can
+leave full passes exact while cached generation ignores the prompt, and that must stop here, in one line,
+not reach a learner as fluent-looking garbage.
+
 The cache folder is ``$SAELAB_CACHE_DIR`` when set, else the platform's user cache folder
 (``~/.cache/saelab`` on Linux). It is written to a temporary folder first and renamed into place, so an
 interrupted first load never leaves a half-written cache behind.
@@ -16,6 +21,7 @@ network (or the hub's local cache).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -34,6 +40,10 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the way the cache is written changes, so old copies are not reused.
 _CACHE_FORMAT = "v1"
 _DTYPES = {torch.float32, torch.bfloat16, torch.float16}
+# The releases saelab is verified with (pyproject's ranges; constraints.txt pins the exact set CI passed with).
+VERIFIED_VERSIONS = {"transformers": ">=5.9,<5.24", "transformer-lens": ">=4.3,<4.4"}
+# Fixed prompt of the decoding check: the default model continues it with distinct, predictable tokens.
+_CHECK_PROMPT = "The capital of France is Paris. The capital of Italy is"
 
 Hook = tuple[str | Callable[[str], bool], Callable]
 
@@ -176,6 +186,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     use_cache: bool = True,
+    check_decoding: bool = True,
 ):
     """Load a chat model as a TransformerLens ``TransformerBridge``; the default needs no network.
 
@@ -184,6 +195,7 @@ def load_model(
         dtype: ``torch.float32`` (exact), ``torch.bfloat16`` or ``torch.float16``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` (CUDA when present) or ``"mps"`` (warns).
         use_cache: keep/read the dequantised default model in ``cache_dir()``.
+        check_decoding: run :func:`check_cached_decoding` once (raises :class:`CachedDecodingError`).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; use torch.float32, torch.bfloat16 or torch.float16")
@@ -207,7 +219,51 @@ def load_model(
                 f"model {name!r} is not available: it could not be fetched ({type(error).__name__}). "
                 f"The offline default is load_model({DEFAULT_MODEL!r})."
             ) from error
-    return bridge.eval()
+    bridge.eval()
+    if check_decoding:
+        check_cached_decoding(bridge)
+    return bridge
+
+
+class CachedDecodingError(RuntimeError):
+    """Generation with the key/value cache disagrees with full forward passes: a broken library pair."""
+
+
+def installed_versions() -> dict[str, str]:
+    """The installed versions of the libraries generation depends on (``"missing"`` if absent)."""
+    versions = {}
+    for package in ("transformers", "transformer-lens", "torch"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "missing"
+    return versions
+
+
+def check_cached_decoding(model, prompt: str = _CHECK_PROMPT, max_new_tokens: int = 8) -> None:
+    """Raise :class:`CachedDecodingError` unless cached greedy decoding equals uncached greedy decoding.
+
+    Greedy decoding without a cache is, token by token, the argmax of one full forward pass over the prompt
+    and the tokens chosen so far. So one cached generation plus one full pass over its result checks it: at
+    every generated position the token the cache chose must be the full pass's top token, up to a rounding
+    tolerance for near ties. Costs ``max_new_tokens`` one-token steps and one full pass (~1 s on the
+    default model on a laptop CPU).
+    """
+    tokens = model.to_tokens(prompt)
+    chosen = generate(model, tokens, max_new_tokens, stop_at_eos=False)
+    with torch.no_grad():
+        logits = model(torch.cat([tokens, chosen], dim=1))[0, tokens.shape[1] - 1:-1].float()
+    gap = logits.max(-1).values - logits.gather(-1, chosen[0, :, None])[:, 0]
+    tolerance = 1e-2 if model.cfg.dtype == torch.float32 else 0.25  # reduced precision rounds logits more
+    if (gap > tolerance).any():
+        step = int((gap > tolerance).nonzero()[0])
+        installed = ", ".join(f"{name} {version}" for name, version in installed_versions().items())
+        verified = ", ".join(f"{name}{spec}" for name, spec in VERIFIED_VERSIONS.items())
+        raise CachedDecodingError(
+            f"cached generation disagrees with a full forward pass at new token {step} (logit gap "
+            f"{float(gap[step]):.2f}), so replies would be garbage: installed {installed}; verified: {verified} "
+            f"(`pip install -c constraints.txt -e .` in a checkout, or `pip install 'transformers<5.24'`)"
+        )
 
 
 def active_hook_points(model) -> list[str]:
@@ -228,7 +284,7 @@ def chat_tokens(model, prompt: str, system: str | None = None) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None):
+def torch_threads(threads: int | None):
     """Temporarily use ``threads`` intra-op threads (None: leave torch's setting), restored on every exit."""
     before = torch.get_num_threads()
     if threads is not None:
@@ -267,7 +323,7 @@ def generate(
     if seed is not None:
         torch.manual_seed(seed)
     sample = temperature > 0
-    with _torch_threads(threads), model.hooks(fwd_hooks=list(fwd_hooks)):
+    with torch_threads(threads), model.hooks(fwd_hooks=list(fwd_hooks)):
         out = model.generate(
             tokens,
             max_new_tokens=max_new_tokens,

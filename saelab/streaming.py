@@ -1,9 +1,14 @@
 """Generation one token at a time, for live display: the same tokens as ``lm.generate``, yielded as they come.
 
-Each step runs one forward pass over only the newest token, with the key/value cache of everything before it
-(TransformerBridge's manual cache entry point: ``model(..., return_type="logits_and_cache",
-past_key_values=cache)``). Hook points fire on every step, so a steering hook acts on the prompt (in the first,
-whole-prompt pass) and on every generated token.
+Each step runs one forward pass over only the newest token, with the key/value cache of everything before it.
+Only public entry points are used: the bridge's ``model(tokens, return_type="logits_and_cache", use_cache=True,
+past_key_values=cache)`` returns and takes the wrapped transformers model's own cache object (a
+``transformers.DynamicCache``), and each step passes the attention mask and the new token's position as
+transformers' ``generate`` does (the position only where the wrapped model's ``forward`` takes
+``position_ids``). Whether cached steps equal full passes depends on the installed transformers /
+TransformerLens pair; ``lm.load_model`` checks that once (``lm.check_cached_decoding``). Hook points fire on
+every step, so a steering hook acts on the prompt (in the first, whole-prompt pass) and on every generated
+token.
 
 Nothing stays switched on between two tokens: the hooks, the intra-op thread count and no-grad mode are entered
 and left inside each step, and sampling draws from the stream's own random state. A caller may pause between
@@ -20,6 +25,7 @@ the stream, so it reports the activation as the model computed it, before a clam
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from functools import partial
 from typing import Iterator, NamedTuple, Sequence
@@ -52,6 +58,11 @@ def _stop_tokens(model) -> set[int]:
     if eos is None:
         eos = model.tokenizer.eos_token_id
     return {eos} if isinstance(eos, int) else set(eos)
+
+
+def _takes_position_ids(model) -> bool:
+    """Whether the wrapped transformers model's ``forward`` accepts ``position_ids`` (decoder-only LMs do)."""
+    return "position_ids" in inspect.signature(model.original_model.forward).parameters
 
 
 def _read_feature(activation: Tensor, hook, sae: SAE, feature: int, into: list[float]) -> None:
@@ -118,6 +129,7 @@ def stream_generate(
 def _stream(model, prompt, max_new_tokens, temperature, rng_state, fwd_hooks, readers, read, stop_at_eos,
             threads) -> Iterator[StreamedToken]:
     stop = _stop_tokens(model) if stop_at_eos else set()
+    pass_position = _takes_position_ids(model)
     length = prompt.shape[1]
     generated: list[int] = []
     emitted = ""  # reply text handed out so far
@@ -128,11 +140,11 @@ def _stream(model, prompt, max_new_tokens, temperature, rng_state, fwd_hooks, re
         if cache is not None:  # as TransformerBridge.generate passes them, so the logits match it bit for bit
             kwargs.update(past_key_values=cache, attention_mask=torch.ones((1, length), dtype=torch.long,
                                                                            device=prompt.device))
-            if model._accepts_derived_position_ids():
+            if pass_position:
                 kwargs["position_ids"] = torch.full((1, 1), length - 1, dtype=torch.long, device=prompt.device)
         # model.hooks costs ~2 ms (it maps every hook point's aliases), so an unhooked step skips it.
         hooked = model.hooks(fwd_hooks=hooks) if hooks else contextlib.nullcontext()
-        with lm._torch_threads(threads), torch.no_grad(), hooked:
+        with lm.torch_threads(threads), torch.no_grad(), hooked:
             return model(step_tokens, return_type="logits_and_cache", **kwargs)
 
     def sample(logits: Tensor) -> int:

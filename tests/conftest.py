@@ -35,14 +35,20 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def build_tiny_hf_model(vocab_size: int, seed: int = 0):
-    """A 4-layer, d_model 32 Llama with random weights, in eager attention (as the real default)."""
+def build_tiny_hf_model(vocab_size: int, seed: int = 0, initializer_range: float = 0.02):
+    """A 4-layer, d_model 32 Llama with random weights, in eager attention (as the real default).
+
+    At the default init its greedy replies repeat one token whatever came before; ``initializer_range=0.3``
+    makes them depend on the context, which a test of cached decoding needs (a cache that ignores the prompt
+    still repeats the same single token).
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+                         initializer_range=initializer_range)
     config._attn_implementation = "eager"
     return LlamaForCausalLM(config).eval()
 
@@ -63,6 +69,17 @@ def tiny_model(tiny_hf):
     bridge = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf_model, tokenizer=tokenizer,
                                                  device="cpu")
     return bridge.eval()
+
+
+@pytest.fixture(scope="session")
+def lively_tiny_model():
+    """A tiny random Llama bridge whose greedy continuations depend on the whole context (see above)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    tokenizer = build_tiny_tokenizer()
+    hf_model = build_tiny_hf_model(len(tokenizer), seed=1, initializer_range=0.3)
+    return TransformerBridge.boot_transformers("tiny-llama", hf_model=hf_model, tokenizer=tokenizer,
+                                               device="cpu").eval()
 
 
 @pytest.fixture(scope="session")

@@ -152,3 +152,16 @@ def test_a_cache_from_another_gguf_release_is_not_used(fresh_tiny_hf, tmp_path):
     assert not lm._cache_is_current(target)
     lm._write_cache(hf_model, tokenizer, target)  # replaces the stale copy
     assert lm._cache_is_current(target)
+
+
+@pytest.mark.slow
+def test_load_model_stops_in_one_line_when_cached_decoding_is_broken(monkeypatch):
+    """Simulates transformers 5.24 under TransformerLens 4.3: the attention layers never use the cache."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    monkeypatch.setattr(AttentionBridge, "_update_kv_cache", lambda self, k, v, **kwargs: (k, v))
+    with pytest.raises(lm.CachedDecodingError, match=r"installed transformers .* verified: transformers>=") as caught:
+        lm.load_model()
+    assert "\n" not in str(caught.value)
+    monkeypatch.undo()
+    assert "Paris" in lm.chat(lm.load_model(), "What is the capital of France?", max_new_tokens=12)
