@@ -7,8 +7,8 @@
 # constraints.txt only when the install succeeded. To move to newer transformers / transformer-lens releases,
 # first raise their caps in pyproject.toml and saelab.lm.VERIFIED_VERSIONS. Before committing the new lock,
 # run the whole suite on it from a fresh clone: `git clone . /tmp/ci && cd /tmp/ci && bash .ci/run`.
-#      The real-model tests (cached == uncached decoding, factual chat, steered replies) are the ones that
-#      catch a dependency that still imports but computes wrongly.
+# The real-model tests (cached == uncached decoding, factual chat, steered replies) are the ones that
+# catch a dependency that still imports but computes wrongly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(mktemp -d)/venv
