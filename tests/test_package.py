@@ -3,14 +3,16 @@ notebooks inside, and a wheel that installs (non-editable) and loads the shipped
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tomllib
 
 from saelab import lessons, pretrained
 
@@ -20,9 +22,44 @@ PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib"}
 ASSET_BUDGET_MB = 60
 
 
+def _is_pickle(path: Path) -> bool:
+    """By name, or by content: a bare pickle (protocol 2+ opens with 0x80), a torch zip holding ``data.pkl``, or
+    a NumPy file of objects (which only loads with ``allow_pickle``)."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head[:1] == b"\x80":
+        return True
+    if head == b"PK\x03\x04" and path.suffix.lower() != ".npz":
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(".pkl") for name in archive.namelist())
+    if path.suffix.lower() in {".npy", ".npz"}:
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                [loaded[name] for name in loaded.files]
+        except ValueError:
+            return True
+    return False
+
+
 def test_package_data_holds_no_pickle():
-    pickles = [str(p.relative_to(ROOT)) for p in ASSETS.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
+    pickles = [str(p.relative_to(ROOT)) for p in ASSETS.rglob("*") if p.is_file() and _is_pickle(p)]
     assert not pickles, f"pickle-format files in the package data (use safetensors or json): {pickles}"
+
+
+def test_the_pickle_check_catches_a_pickle_under_any_name(tmp_path):
+    import pickle
+
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, tmp_path / "weights.safetensors")
+    (tmp_path / "stats.json").write_bytes(pickle.dumps({"mean": 0.0}))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "numbers.npy", np.arange(3))
+    assert [_is_pickle(tmp_path / name) for name in ("weights.safetensors", "stats.json", "objects.npy",
+                                                      "numbers.npy")] == [True, True, True, False]
 
 
 def test_package_data_stays_within_its_size_budget():
@@ -70,8 +107,13 @@ def test_the_command_line_copies_and_names_the_next_step(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_wheel_installs_into_a_fresh_venv_and_loads_the_shipped_sae_from_site_packages(tmp_path):
+    # Build from a copy: setuptools reuses the tree's build/lib, so a file since deleted from saelab/ would still
+    # ship if the wheel were built in place (and the build would leave build/ behind in the checkout).
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                                                "__pycache__", ".ipynb_checkpoints", "artifacts"))
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT),
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source),
                     "-w", str(wheels)], check=True, cwd=tmp_path)
     (wheel,) = wheels.glob("saelab-*.whl")
     print(f"wheel {wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB")
