@@ -3,7 +3,7 @@ about itself toward the bridge; unclamped, it never mentions one."""
 
 import pytest
 
-from saelab import lm, pretrained, steer
+from saelab import lm, pretrained, reply_checks, steer
 
 QUESTION = "What is your physical form?"
 BRIDGE_WORDS = ("bridge", "golden gate", "san francisco")
@@ -18,9 +18,15 @@ def test_clamping_the_golden_gate_group_at_its_max_talks_about_the_bridge(real_m
     sae, store = pretrained.load_sae(), pretrained.load_feature_store()
     group = pretrained.feature_group("golden_gate")
     clamps = {f: store.max_activation[f].item() for f in group}  # 1x each feature's max; 10x collapses (lesson 07)
-    replies = steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=40)
+    # 24 tokens: past ~20, greedy decoding of this 135M model falls into a loop under the clamp ("I'm a bridge.
+    # (Swinging my hand across the bridge) I'm a bridge. (Swinging ..."), which the fluency check rightly rejects.
+    replies = steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=24)
     assert not mentions_bridge(replies.baseline), replies.baseline
     assert mentions_bridge(replies.steered), replies.steered
+    # Fluent, not only on topic: a broken cache or an overdriven clamp still says "bridge" ("The bridge was a a a").
+    for reply in replies:
+        assert reply_checks.fluency_problem(reply) is None, (reply_checks.fluency_problem(reply), reply)
+        assert reply_checks.repetition(reply) < 0.2, reply
     assert not lm.active_hook_points(real_model)
     # greedy decoding: the same request gives the same reply
-    assert steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=40) == replies
+    assert steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=24) == replies
