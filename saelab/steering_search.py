@@ -1,0 +1,221 @@
+"""Choosing a steering feature by what it does, not by what it fires on (Arad, Mueller & Belinkov, 2025).
+
+A feature that *detects* a concept need not *steer* toward it: a latent that fires on " Bridge" may, when
+clamped, push the model toward anything but the bridge. So candidates are ranked by their effect, in two stages:
+
+1. ``concept_gain``, teacher-forced and batched: clamp each candidate at a fixed push length (a fraction of the
+   median residual norm at the hook, so every feature pushes equally hard) on a few neutral chat prompts, and
+   measure how much the log-probability of concept continuations ("I am the Golden Gate Bridge", ...) rises
+   per token. Cheap: one forward pass per (feature, prompt) row, no generation. Candidates come from
+   ``logit_effect_ranking`` (the decoder row read through the unembedding, cheaper still) and any others given.
+2. ``reply_scores``, by generation, for the few best: greedy replies under the clamp, scored with stated
+   offline proxies (see :mod:`saelab.reply_checks`): mentions of the concept, a first-person claim to *be* it,
+   word 3-gram repetition, and the unsteered model's perplexity of the reply.
+
+Strengths are reported in both units people compare: the clamp value as a multiple of the feature's largest
+activation on the corpus, and the push length (``value * ||W_dec[f]||``, the vector added where the feature
+was silent) as a fraction of the median residual norm.
+
+Shape letters in local names: B batch rows, T tokens, D d_model, F d_sae, V d_vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saelab import lm
+from saelab.features import check_feature
+from saelab.harvest import collect_activations
+from saelab.sae import SAE
+from saelab.splice import check_sae_fits_model
+from saelab.steer import sae_hook_name
+
+
+class Strength(NamedTuple):
+    """One clamp strength in the units people compare."""
+
+    value: float
+    """The clamp value (the feature's activation is held here at every position)."""
+    multiple_of_max: float
+    """``value`` / the feature's largest activation on the corpus."""
+    push_fraction: float
+    """The push length ``value * ||W_dec[f]||`` / the median residual norm at the hook."""
+
+
+def median_residual_norm(model, hook_name: str, prompts: Sequence[str]) -> float:
+    """Median norm of the activation at ``hook_name`` over the chat-formatted ``prompts`` (BOS excluded)."""
+    rows = [collect_activations(model, hook_name, lm.chat_tokens(model, p), progress=False).float() for p in prompts]
+    return float(torch.cat(rows).norm(dim=-1).median())
+
+
+def strength_for_push(sae: SAE, feature: int, push_fraction: float, median_norm: float,
+                      max_activation: float) -> Strength:
+    """The clamp value whose push is ``push_fraction`` x ``median_norm`` long, in both units."""
+    feature = check_feature(sae, feature)
+    if not math.isfinite(push_fraction) or push_fraction < 0:
+        raise ValueError(f"push_fraction must be a finite number >= 0, got {push_fraction!r}")
+    value = push_fraction * median_norm / float(sae.W_dec[feature].detach().norm())
+    return Strength(value, value / max_activation if max_activation > 0 else math.inf, push_fraction)
+
+
+def strength_for_multiple(sae: SAE, feature: int, multiple: float, median_norm: float,
+                          max_activation: float) -> Strength:
+    """The clamp value ``multiple`` x the feature's max activation, in both units."""
+    feature = check_feature(sae, feature)
+    value = multiple * max_activation
+    return Strength(value, multiple, value * float(sae.W_dec[feature].detach().norm()) / median_norm)
+
+
+def concept_token_ids(model, words: Sequence[str]) -> Tensor:
+    """The first token of each word, with and without a leading space (" Bridge" and "Bridge")."""
+    ids = {int(model.to_tokens(form, prepend_bos=False)[0, 0]) for word in words for form in (word, " " + word)}
+    return torch.tensor(sorted(ids))
+
+
+def logit_effect_ranking(model, sae: SAE, concept_ids: Tensor) -> Float[Tensor, " d_sae"]:
+    """Per feature: the mean direct-path logit boost of ``concept_ids`` minus the boost of an average token,
+    per unit length of the decoder row (so the ranking compares directions, as the clamp's push is set by length).
+
+    The decoder row is read through the final norm's scale and the unembedding (as ``features.logit_effects``),
+    ignoring the layers in between: a fast first filter over every feature, not the feature's real effect.
+    """
+    with torch.no_grad():
+        directions_FD = sae.W_dec.float()
+        directions_FD = directions_FD / directions_FD.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        scale = getattr(model.ln_final, "w", None)
+        if scale is not None:
+            directions_FD = directions_FD * scale.float()
+        unembed_DV = model.W_U.float()
+        concept_F = (directions_FD @ unembed_DV[:, concept_ids]).mean(-1)
+        average_F = directions_FD @ unembed_DV.mean(-1)
+    return concept_F - average_F
+
+
+def _row_clamp_hook(activation: Tensor, hook, sae: SAE, feature_ids: Tensor, values: Tensor) -> Tensor:
+    """Clamp a different feature in each batch row (row b: feature_ids[b] held at values[b]); -1 leaves a row."""
+    steered = feature_ids >= 0
+    if not steered.any():
+        return activation
+    rows = activation[steered].float()
+    ids = feature_ids[steered]
+    codes_BTF = sae.encode(rows)
+    current_BT = codes_BTF.gather(-1, ids[:, None, None].expand(-1, rows.shape[1], 1))[..., 0]
+    change_BTD = (values[steered][:, None] - current_BT)[..., None] * sae.W_dec[ids].float()[:, None, :]
+    out = activation.clone()
+    out[steered] = (rows + change_BTD).to(activation.dtype)
+    return out
+
+
+def _continuation_batch(model, prompt: str, continuations: Sequence[str]) -> tuple[Tensor, Tensor, int]:
+    """Prompt + each continuation, right-padded (causal attention: padding after a row cannot change it)."""
+    prompt_T = lm.chat_tokens(model, prompt)[0]
+    rows = [torch.cat([prompt_T, model.to_tokens(c, prepend_bos=False)[0]]) for c in continuations]
+    width = max(len(r) for r in rows)
+    tokens_BT = torch.zeros(len(rows), width, dtype=torch.long)
+    scored_BT = torch.zeros(len(rows), width, dtype=torch.bool)
+    for b, row in enumerate(rows):
+        tokens_BT[b, :len(row)] = row
+        scored_BT[b, len(prompt_T):len(row)] = True  # the continuation's tokens
+    return tokens_BT, scored_BT, len(prompt_T)
+
+
+def _mean_logprob(model, tokens_BT: Tensor, scored_BT: Tensor, hooks) -> Float[Tensor, " batch"]:
+    """Mean log-probability per scored token of each row."""
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        logprobs_BTV = model(tokens_BT.to(model.cfg.device)).float().log_softmax(-1)[:, :-1]
+    target_BT = tokens_BT[:, 1:].to(logprobs_BTV.device)
+    picked_BT = logprobs_BTV.gather(-1, target_BT[..., None])[..., 0].cpu()
+    mask_BT = scored_BT[:, 1:].float()
+    return (picked_BT * mask_BT).sum(-1) / mask_BT.sum(-1)
+
+
+def concept_gain(
+    model,
+    sae: SAE,
+    features: Sequence[int],
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    push_fraction: float,
+    median_norm: float,
+    *,
+    hook_name: str | None = None,
+    features_per_pass: int = 8,
+    progress: bool = True,
+) -> Float[Tensor, " features"]:
+    """Per feature: how much clamping it (push ``push_fraction`` x ``median_norm``, every position) raises the
+    mean per-token log-probability of ``continuations`` after each chat prompt, averaged over prompts and
+    continuations. Positive: the feature moves the model toward saying them."""
+    name = sae_hook_name(sae, hook_name)
+    check_sae_fits_model(model, sae, name)
+    if not features or not prompts or not continuations:
+        raise ValueError("features, prompts and continuations must each hold at least one item")
+    ids = torch.tensor([check_feature(sae, f) for f in features])
+    values = push_fraction * median_norm / sae.W_dec[ids].detach().float().norm(dim=-1)
+    gains = torch.zeros(len(ids))
+    n_cont = len(continuations)
+    steps = [(p, s) for p in prompts for s in range(0, len(ids), features_per_pass)]
+    bar = tqdm(total=len(steps), desc="concept gain", disable=not progress)
+    for prompt in prompts:
+        tokens_BT, scored_BT, _ = _continuation_batch(model, prompt, continuations)
+        base_C = _mean_logprob(model, tokens_BT, scored_BT, [])
+        for start in range(0, len(ids), features_per_pass):
+            chunk = ids[start:start + features_per_pass]
+            row_ids = chunk.repeat_interleave(n_cont)
+            row_values = values[start:start + features_per_pass].repeat_interleave(n_cont)
+            hook = partial(_row_clamp_hook, sae=sae, feature_ids=row_ids, values=row_values)
+            steered = _mean_logprob(model, tokens_BT.repeat(len(chunk), 1), scored_BT.repeat(len(chunk), 1),
+                                    [(name, hook)])
+            gains[start:start + len(chunk)] += (steered.view(len(chunk), n_cont) - base_C).mean(-1)
+            bar.update()
+    bar.close()
+    return gains / len(prompts)
+
+
+class ReplyScore(NamedTuple):
+    """One greedy reply under a steering setting, scored with cheap offline proxies."""
+
+    prompt: str
+    reply: str
+    on_topic: bool
+    """The reply mentions one of the concept's words."""
+    claims_identity: bool
+    """The reply says, in the first person, that the model *is* the concept ("I am ... bridge")."""
+    repetition: float
+    """Fraction of word 3-grams already seen earlier in the reply (0: none; fluent text stays under ~0.2)."""
+    perplexity: float
+    """The unsteered model's perplexity of the reply: how odd the steered text reads to the plain model."""
+
+
+def reply_perplexity(model, prompt: str, reply_tokens: Tensor) -> float:
+    """Perplexity of ``reply_tokens`` after the chat-formatted ``prompt`` under the model as it is (no hooks)."""
+    prompt_T = lm.chat_tokens(model, prompt)[0]
+    if reply_tokens.numel() == 0:
+        return math.nan
+    tokens_T = torch.cat([prompt_T, reply_tokens.to(prompt_T.device)])
+    scored_T = torch.zeros(len(tokens_T), dtype=torch.bool)
+    scored_T[len(prompt_T):] = True
+    return math.exp(-float(_mean_logprob(model, tokens_T[None], scored_T[None], [])[0]))
+
+
+def reply_scores(model, prompts: Sequence[str], hooks, *, concept_words: Sequence[str], identity_noun: str,
+                 max_new_tokens: int = 32, system: str | None = None) -> list[ReplyScore]:
+    """Answer each prompt greedily with ``hooks`` active and score the reply (see :class:`ReplyScore`)."""
+    from saelab import reply_checks
+
+    scores = []
+    for prompt in prompts:
+        tokens = lm.chat_tokens(model, prompt, system)
+        new_T = lm.generate(model, tokens, max_new_tokens, fwd_hooks=hooks)[0]
+        text = model.tokenizer.decode(new_T, skip_special_tokens=True).strip()
+        content_T = new_T[new_T != model.tokenizer.eos_token_id]
+        scores.append(ReplyScore(prompt, text, reply_checks.mentions(text, concept_words),
+                                 reply_checks.claims_identity(text, identity_noun), reply_checks.repetition(text),
+                                 reply_perplexity(model, prompt, content_T)))
+    return scores
