@@ -2,9 +2,10 @@
 (strength uniform in [0, 1]); ReLU and TopK SAEs trained for a fixed number of steps; MMCS, FVU and L0 on
 held-out rows, with the training time.
 
-Also printed: the "oracle" FVU — the true directions used as encoder and decoder, with the true set of active
-features — which is what interference alone costs a sparse code that reads each feature linearly. An SAE
-whose latents are the true features cannot get far below it.
+Also printed: the "oracle read-out" FVU — the true directions used as encoder and decoder, with the true set
+of active features. The true code itself reconstructs the data exactly (FVU 0); the oracle read-out's FVU is
+what interference costs an encoder that reads each feature along its own direction. An SAE whose encoder
+reads that way cannot get far below it; learned encoder directions and thresholds can get under it.
 
     python benchmarks/sae_toy_recovery.py            # full run (a few minutes)
     python benchmarks/sae_toy_recovery.py --quick    # seconds
@@ -24,7 +25,7 @@ from saelab.training import train_sae
 
 
 def oracle_fvu(data: SparseFeatureData, n_rows: int, seed: int) -> tuple[float, float]:
-    """FVU of reading every truly active feature along its own direction: the interference floor."""
+    """FVU of reading every truly active feature along its own direction (the true code itself has FVU 0)."""
     gen = torch.Generator().manual_seed(seed)
     active = torch.rand(n_rows, data.n_features, generator=gen) < data.feature_probability
     codes = torch.rand(n_rows, data.n_features, generator=gen) * active
@@ -58,7 +59,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({"oracle_fvu": floor, "true_l0": true_l0, "results": results}))
         return
-    print(f"512 features in 64 dims, p=0.01: true L0 {true_l0:.2f}; oracle FVU (true directions, true support) "
+    print(f"512 features in 64 dims, p=0.01: true L0 {true_l0:.2f}; oracle read-out FVU (true directions, true support) "
           f"{floor:.3f}; {steps} steps of 1024 rows, {torch.get_num_threads()} threads available")
     for r in results:
         print(f"  {r['architecture']:4s} {r['setting']:8s} {r['seconds']:5.1f} s  MMCS {r['mmcs']:.3f} "
