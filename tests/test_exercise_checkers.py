@@ -100,3 +100,20 @@ def test_dimensionality_mistakes_get_specific_hints(wrong, hint):
 def test_dimensions_per_feature_mistakes_get_specific_hints(wrong, hint):
     with pytest.raises(ExerciseError, match=hint):
         lesson02.check_dimensions_per_feature(wrong)
+
+
+def _no_eps_dimensionality(W):
+    norms = W.norm(dim=1)
+    return norms.pow(2) / ((W / norms.unsqueeze(1)).transpose(1, 2) @ W).pow(2).sum(-1)
+
+
+def _no_eps_interference(W):
+    dots = _unit(W).transpose(1, 2) @ W
+    return dots.pow(2).sum(-1) - torch.diagonal(dots, dim1=1, dim2=2).pow(2)
+
+
+@pytest.mark.parametrize("check, wrong", [(lesson02.check_dimensionality, _no_eps_dimensionality),
+                                          (lesson02.check_interference, _no_eps_interference)])
+def test_a_dropped_feature_must_come_out_zero_not_nan(check, wrong):
+    with pytest.raises(ExerciseError, match="NaN for a dropped feature .* add a small eps"):
+        check(wrong)

@@ -71,3 +71,14 @@ def test_the_reference_is_the_clamped_code_decoded_plus_the_error_term(sae):
         change = out - activation
         direction = sae.W_dec[FEATURE] / sae.W_dec[FEATURE].norm()
         assert torch.allclose(change, (change @ direction)[..., None] * direction, atol=1e-4)
+
+
+def test_the_reference_takes_one_value_per_position_and_clamping_to_the_current_value_changes_nothing(sae):
+    activation = torch.randn(2, 7, 24, generator=torch.Generator().manual_seed(3))
+    current = sae.encode(activation)[..., FEATURE:FEATURE + 1]
+    with torch.no_grad():
+        same = lesson07.reference_clamp_hook(activation, None, sae, FEATURE, current)
+        assert torch.allclose(same, activation, atol=1e-5)
+        per_position = lesson07.reference_clamp_hook(activation, None, sae, FEATURE, torch.full_like(current, VALUE))
+        assert torch.allclose(per_position, lesson07.reference_clamp_hook(activation, None, sae, FEATURE, VALUE),
+                              atol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from saelab import geometry
-from saelab.exercises.checking import check_close, checker, run_learner_function
+from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
 
 
 def _weights() -> torch.Tensor:
@@ -17,6 +17,17 @@ def _weights() -> torch.Tensor:
 
 def _unit(W: torch.Tensor) -> torch.Tensor:
     return W / W.norm(dim=1, keepdim=True)
+
+
+def _check_dropped_feature(function, name: str) -> None:
+    """A feature the model dropped entirely (W_f = 0) must come out 0, as the lesson says, not NaN."""
+    W = _weights()
+    W[:, :, 0] = 0.0
+    actual = run_learner_function(function, W.clone(), name=name)
+    column = actual[:, 0] if isinstance(actual, torch.Tensor) and actual.ndim == 2 else None
+    if column is not None and not torch.isfinite(column).all():
+        raise ExerciseError(f"{name}(W) is NaN for a dropped feature (W_f = 0): W_f / ||W_f|| is 0/0 there; add a "
+                            f"small eps to the norm (e.g. 1e-8) so that a dropped feature gives 0")
 
 
 @checker("interference")
@@ -34,6 +45,7 @@ def check_interference(interference) -> None:
         (dots.sum(-1) - torch.diagonal(dots, dim1=1, dim2=2), "square each dot product before summing"),
         (dots.abs().sum(-1) - torch.diagonal(dots, dim1=1, dim2=2).abs(), "square each dot product before summing"),
     ])
+    _check_dropped_feature(interference, "interference")
 
 
 @checker("dimensionality")
@@ -52,6 +64,7 @@ def check_dimensionality(dimensionality) -> None:
          "the denominator's sum includes j = f (the feature's own ||W_f||²)"),
         (norms2 / dots.abs().sum(-1), "square the dot products in the denominator"),
     ])
+    _check_dropped_feature(dimensionality, "dimensionality")
 
 
 @checker("dimensions_per_feature")

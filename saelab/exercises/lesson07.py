@@ -8,8 +8,14 @@ from saelab.exercises.checking import ExerciseError, check_close, checker, run_l
 from saelab.steer import clamp_hook
 
 
-def reference_clamp_hook(activation: torch.Tensor, hook, sae, feature: int, value: float) -> torch.Tensor:
-    """Set ``feature`` to ``value`` in the SAE's code at every position, keeping the error term x - SAE(x)."""
+def reference_clamp_hook(activation: torch.Tensor, hook, sae, feature: int, value) -> torch.Tensor:
+    """Set ``feature`` to ``value`` in the SAE's code at every position, keeping the error term x - SAE(x).
+
+    ``value`` is a number, or a tensor of one value per position (shape ``(..., pos, 1)``).
+    """
+    if isinstance(value, torch.Tensor):
+        current = sae.encode(activation.float())[..., feature:feature + 1]
+        return (activation.float() + (value - current) * sae.W_dec[feature].float()).to(activation.dtype)
     return clamp_hook(activation, hook, sae=sae, feature_ids=torch.tensor([feature]), values=torch.tensor([value]))
 
 
