@@ -12,7 +12,7 @@ fails loudly instead of passing as a reply.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 # Fluent text repeats few word 3-grams; a collapsed reply ("a a a a", "the gate of the gate of") repeats many.
 MAX_REPETITION = 0.2
