@@ -30,7 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saelab import lm
+from saelab import lm, reply_checks
 from saelab.features import check_feature
 from saelab.harvest import collect_activations
 from saelab.sae import SAE
@@ -113,7 +113,7 @@ def _row_clamp_hook(activation: Tensor, hook, sae: SAE, feature_ids: Tensor, val
     return out
 
 
-def _continuation_batch(model, prompt: str, continuations: Sequence[str]) -> tuple[Tensor, Tensor, int]:
+def _continuation_batch(model, prompt: str, continuations: Sequence[str]) -> tuple[Tensor, Tensor]:
     """Prompt + each continuation, right-padded (causal attention: padding after a row cannot change it)."""
     prompt_T = lm.chat_tokens(model, prompt)[0]
     rows = [torch.cat([prompt_T, model.to_tokens(c, prepend_bos=False)[0]]) for c in continuations]
@@ -123,7 +123,7 @@ def _continuation_batch(model, prompt: str, continuations: Sequence[str]) -> tup
     for b, row in enumerate(rows):
         tokens_BT[b, :len(row)] = row
         scored_BT[b, len(prompt_T):len(row)] = True  # the continuation's tokens
-    return tokens_BT, scored_BT, len(prompt_T)
+    return tokens_BT, scored_BT
 
 
 def _mean_logprob(model, tokens_BT: Tensor, scored_BT: Tensor, hooks) -> Float[Tensor, " batch"]:
@@ -160,10 +160,10 @@ def concept_gain(
     values = push_fraction * median_norm / sae.W_dec[ids].detach().float().norm(dim=-1)
     gains = torch.zeros(len(ids))
     n_cont = len(continuations)
-    steps = [(p, s) for p in prompts for s in range(0, len(ids), features_per_pass)]
-    bar = tqdm(total=len(steps), desc="concept gain", disable=not progress)
+    passes_per_prompt = math.ceil(len(ids) / features_per_pass)
+    bar = tqdm(total=len(prompts) * passes_per_prompt, desc="concept gain", disable=not progress)
     for prompt in prompts:
-        tokens_BT, scored_BT, _ = _continuation_batch(model, prompt, continuations)
+        tokens_BT, scored_BT = _continuation_batch(model, prompt, continuations)
         base_C = _mean_logprob(model, tokens_BT, scored_BT, [])
         for start in range(0, len(ids), features_per_pass):
             chunk = ids[start:start + features_per_pass]
@@ -193,11 +193,12 @@ class ReplyScore(NamedTuple):
     """The unsteered model's perplexity of the reply: how odd the steered text reads to the plain model."""
 
 
-def reply_perplexity(model, prompt: str, reply_tokens: Tensor) -> float:
-    """Perplexity of ``reply_tokens`` after the chat-formatted ``prompt`` under the model as it is (no hooks)."""
-    prompt_T = lm.chat_tokens(model, prompt)[0]
+def reply_perplexity(model, prompt_tokens: Tensor, reply_tokens: Tensor) -> float:
+    """Perplexity of ``reply_tokens`` after ``prompt_tokens`` (a ``(1, pos)`` chat prompt) under the model as it is
+    (no hooks): how odd the reply reads to the plain model."""
     if reply_tokens.numel() == 0:
         return math.nan
+    prompt_T = prompt_tokens[0]
     tokens_T = torch.cat([prompt_T, reply_tokens.to(prompt_T.device)])
     scored_T = torch.zeros(len(tokens_T), dtype=torch.bool)
     scored_T[len(prompt_T):] = True
@@ -207,15 +208,15 @@ def reply_perplexity(model, prompt: str, reply_tokens: Tensor) -> float:
 def reply_scores(model, prompts: Sequence[str], hooks, *, concept_words: Sequence[str], identity_noun: str,
                  max_new_tokens: int = 32, system: str | None = None) -> list[ReplyScore]:
     """Answer each prompt greedily with ``hooks`` active and score the reply (see :class:`ReplyScore`)."""
-    from saelab import reply_checks
-
     scores = []
     for prompt in prompts:
         tokens = lm.chat_tokens(model, prompt, system)
         new_T = lm.generate(model, tokens, max_new_tokens, fwd_hooks=hooks)[0]
         text = model.tokenizer.decode(new_T, skip_special_tokens=True).strip()
         content_T = new_T[new_T != model.tokenizer.eos_token_id]
+        # Perplexity is judged after the plain question, without the system prompt a method may have added.
+        plain = tokens if system is None else lm.chat_tokens(model, prompt)
         scores.append(ReplyScore(prompt, text, reply_checks.mentions(text, concept_words),
                                  reply_checks.claims_identity(text, identity_noun), reply_checks.repetition(text),
-                                 reply_perplexity(model, prompt, content_T)))
+                                 reply_perplexity(model, plain, content_T)))
     return scores

@@ -10,7 +10,7 @@ BRIDGE_WORDS = ("bridge", "golden gate", "san francisco")
 
 
 def mentions_bridge(text: str) -> bool:
-    return any(word in text.lower() for word in BRIDGE_WORDS)
+    return reply_checks.mentions(text, BRIDGE_WORDS)
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_concept_gain_is_the_log_prob_change_measured_one_feature_at_a_time(tiny
         value = 0.8 * median / sae.W_dec[feature].norm().item()
         total = 0.0
         for prompt in prompts:
-            tokens, scored, _ = steering_search._continuation_batch(tiny_model, prompt, continuations)
+            tokens, scored = steering_search._continuation_batch(tiny_model, prompt, continuations)
             base = steering_search._mean_logprob(tiny_model, tokens, scored, [])
             steered = steering_search._mean_logprob(tiny_model, tokens, scored,
                                                     steer.clamp_hooks(tiny_model, sae, {feature: value}))
