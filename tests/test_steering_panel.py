@@ -8,6 +8,7 @@ import torch
 
 from saelab import features, lm, steer
 from saelab.corpus import tokenize_corpus
+from saelab.harvest import collect_activations
 from saelab.sae import SAE, SAEConfig
 from saelab.widgets import steering_panel
 from saelab.widgets.steer_panel import clamp_value
@@ -177,3 +178,24 @@ def test_after_a_slider_move_only_the_steered_reply_is_rewritten(setup):
     assert progress[0] == "<i>writing… baseline 1 · steered 0 tokens</i>"
     assert "".join(t.text for t in panel.replies["baseline"]).strip() == steer.generate(
         model, "Tell me about the fox.", sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6).baseline
+
+
+def test_the_steered_label_follows_the_slider_and_says_when_the_reply_on_show_is_older(setup):
+    model, sae, store = setup
+    feature = int(store.max_activation.argmax())
+    top = store.max_activation[feature].item()
+    panel = steering_panel(model, sae, store, feature=feature, multiple=1.0, max_new_tokens=4)
+    panel.generate_button.click()
+    assert "clamped at 1 × max" in panel.steered.value and "press Generate" not in panel.steered.value
+    panel.multiple.value = 1.75  # what three presses of the right arrow on the slider's handle do
+    assert "clamped at 1.75 × max" in panel.steered.value
+    assert "written at 1 × max: press Generate" in panel.steered.value
+    # Both units: the push where the feature was silent, over the median residual norm at the hook.
+    norm = collect_activations(model, HOOK, lm.chat_tokens(model, PROMPT), progress=False).norm(dim=-1).median().item()
+    push = 1.75 * top * sae.W_dec[feature].norm().item() / norm
+    assert f"push {push:.2f} × the median residual norm" in panel.steered.value
+    assert f"{push:.2f} × the median residual norm" in panel.feature_info.value
+    panel.generate_button.click()
+    assert "clamped at 1.75 × max" in panel.steered.value and "press Generate" not in panel.steered.value
+    assert "1.75 × max, a push of" in panel.status.value
+

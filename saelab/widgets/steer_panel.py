@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from saelab import features, steer
+from saelab import features, steer, steering_search
 from saelab.feature_store import FeatureStore
 from saelab.sae import SAE
 from saelab.streaming import StreamedToken
@@ -99,6 +99,8 @@ class SteeringPanel(widgets.VBox):
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
         self.model, self.sae, self.store = model, sae, store
+        # The yardstick for push lengths: the activation's typical size at the hook, on the panel's own prompt.
+        self.median_norm = steering_search.median_residual_norm(model, self.hook_name, [prompt])
         self.temperature, self.seed = temperature, seed
         self.replies: dict[str, list[StreamedToken]] = {name: [] for name in REPLIES}
         self.last_error: Exception | None = None
@@ -157,10 +159,14 @@ class SteeringPanel(widgets.VBox):
         if top > 0:
             value = clamp_value(self.store, f, self.multiple.value)
             effect = "ablates it (clamps to 0)" if value == 0 else f"clamps it to {value:.3g}"
-            info += f" · {self.multiple.value:g} × max {effect} at every position, error term kept"
+            info += (f" · {self.multiple.value:g} × max {effect} at every position, error term kept: a push of "
+                     f"{self.push_fraction(f, self.multiple.value):.2f} × the median residual norm "
+                     f"({self.median_norm:.3g}) where it was silent")
         else:
             info += " · <span style='color:#d62728'>never fired: pick another feature</span>"
         self.feature_info.value = info
+        self.steered.value = reply_html(self.steered_title(), self.replies["steered"],
+                                        float(self.store.max_activation[self._drawn[0]]))
 
     def search(self) -> None:
         if not self.query.value.strip():
@@ -198,16 +204,35 @@ class SteeringPanel(widgets.VBox):
                 self.status.value = ("<i>writing… " + " · ".join(f"{name} {len(self.replies[name])}"
                                                                  for name in REPLIES) + " tokens</i>")
             self._baseline_settings = settings
-            self.status.value = f"done: feature {f} clamped to {value:.3g} ({self.multiple.value:g} × max)"
+            self.status.value = (f"done: feature {f} clamped to {value:.3g} ({self.multiple.value:g} × max, a push of "
+                                 f"{self.push_fraction(f, self.multiple.value):.2f} × the median residual norm)")
         finally:
             self.generate_button.disabled = False
             self._draw_replies(writing=set())
 
+    def steered_title(self) -> str:
+        """The steered reply's heading: the setting the slider shows now, in both units, and whether the reply on
+        show was written with another one (then Generate rewrites it)."""
+        f, multiple = self.feature.value, self.multiple.value
+        title = f"steered: feature {f} clamped at {multiple:g} × max"
+        if float(self.store.max_activation[f]) > 0:
+            title += f" (push {self.push_fraction(f, multiple):.2f} × the median residual norm)"
+        if self.replies["steered"] and self._drawn != (f, multiple):
+            drawn_f, drawn_multiple = self._drawn
+            written = f"{drawn_multiple:g} × max" + ("" if drawn_f == f else f" of feature {drawn_f}")
+            title += f" · the reply below was written at {written}: press Generate"
+        return title
+
+    def push_fraction(self, feature: int, multiple: float) -> float:
+        """How far the clamp pushes the residual stream where the feature was silent, per median residual norm."""
+        value = clamp_value(self.store, feature, multiple)
+        return value * float(self.sae.W_dec[feature].detach().norm()) / self.median_norm
+
     def _draw_replies(self, writing: Collection[str], only: str | None = None) -> None:
         """Redraw the replies (``only`` one of them), with a cursor on those still being ``writing``."""
-        f, multiple = self._drawn
+        f = self._drawn[0]
         scale = float(self.store.max_activation[f])
-        titles = {"baseline": "baseline", "steered": f"steered: feature {f} clamped at {multiple:g} × max"}
+        titles = {"baseline": "baseline", "steered": self.steered_title()}
         with self.chart.batch_update():
             for i, name in enumerate(REPLIES):
                 if only in (None, name):
