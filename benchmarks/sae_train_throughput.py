@@ -9,8 +9,13 @@ measured in the same run says how close a step is to what the machine can do. Me
 
 A separate process measures peak RSS while training on a large activation tensor: the trainer must not copy it.
 
+``--ddp N`` measures data-parallel training instead: TopK ``train_sae`` under torchrun with N processes (gloo on
+CPU, one GPU each with nccl when CUDA is present) against one process, interleaved in the same run. On CPU the
+one-process run is timed both at one thread and at N threads (the cores the N processes use between them).
+
     python benchmarks/sae_train_throughput.py            # full run (several minutes)
     python benchmarks/sae_train_throughput.py --quick    # seconds: small sizes, same code paths
+    python benchmarks/sae_train_throughput.py --ddp 2    # 2 processes vs 1, rows/s
 """
 
 from __future__ import annotations
@@ -121,6 +126,70 @@ def peak_rss_child(rows: int, d_in: int, d_sae: int, batch: int, steps: int) -> 
                       "activations_mb": rows * d_in * 4 / 2**20, "model_grads_adam_mb": 4 * model_bytes / 2**20}))
 
 
+def ddp_child(d_in: int, d_sae: int, batch: int, k: int, steps: int, threads: int) -> None:
+    """One process of a ``--ddp`` measurement (started by torchrun): rank 0 prints the global rows/s."""
+    import torch.distributed as dist
+
+    from saelab import distributed
+
+    device = distributed.local_device("auto")
+    torch.set_num_threads(threads)
+    if distributed.launched():
+        dist.init_process_group(distributed.backend_for(device))
+    try:
+        gen = torch.Generator(device=device).manual_seed(0)
+        acts = torch.randn(steps * batch, d_in, generator=gen, device=device)
+        cfg = SAEConfig(d_in, d_sae, "topk", k=k)
+        train_sae(SAE(cfg, seed=0), acts, steps=2, batch_size=batch, progress=False, num_threads=threads)
+        history = train_sae(SAE(cfg, seed=0), acts, steps=steps, batch_size=batch, lr=1e-4, progress=False,
+                            num_threads=threads)
+        if distributed.is_main():
+            print(json.dumps({"rows_per_s": history.rows_per_second, "processes": distributed.world_size(),
+                              "threads": threads, "device": str(device)}))
+    finally:
+        distributed.teardown()
+
+
+def ddp_main(processes: int, quick: bool, steps: int | None, repeats: int | None, as_json: bool) -> None:
+    """Interleaved runs of N processes and of one, each a fresh torchrun; medians and same-repeat ratios."""
+    d_in, d_sae, batch, k = (64, 512, 1024, 8) if quick else (576, 4608, 4096, 32)
+    steps, repeats = steps or (5 if quick else 10), repeats or 3
+    cuda = torch.cuda.is_available()
+    settings = {f"{processes} processes x 1 thread": (processes, 1), "1 process x 1 thread": (1, 1)}
+    if not cuda:
+        settings[f"1 process x {processes} threads"] = (1, processes)
+    runs: dict[str, list[float]] = {}
+    for repeat in range(repeats):
+        names = list(settings) if repeat % 2 == 0 else list(settings)[::-1]
+        for name in names:
+            nproc, threads = settings[name]
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                       __file__, "--ddp-child", *map(str, (d_in, d_sae, batch, k, steps, threads))]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs.setdefault(name, []).append(json.loads(done.stdout.strip().splitlines()[-1])["rows_per_s"])
+    rows_per_s = {name: statistics.median(v) for name, v in runs.items()}
+    many, one = f"{processes} processes x 1 thread", "1 process x 1 thread"
+    ratio = statistics.median([m / o for m, o in zip(runs[many], runs[one])])
+    result = {"setting": {"d_in": d_in, "d_sae": d_sae, "batch": batch, "k": k, "steps": steps, "repeats": repeats,
+                              "processes": processes, "device": "cuda" if cuda else "cpu", "torch": torch.__version__},
+              "rows_per_s": rows_per_s, "runs": runs, "ratio_ddp_vs_one_process": ratio}
+    if not cuda:
+        same_cores = f"1 process x {processes} threads"
+        result["ratio_ddp_vs_one_process_same_cores"] = statistics.median(
+            [m / o for m, o in zip(runs[many], runs[same_cores])])
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(f"TopK train_sae, d_in {d_in}, d_sae {d_sae}, global batch {batch}, k {k}; {steps} steps x {repeats} "
+          f"repeats on {'cuda' if cuda else 'cpu'}, torch {torch.__version__}")
+    for name, value in rows_per_s.items():
+        print(f"  {name:28s} {value:8.0f} rows/s   (runs {', '.join(f'{v:.0f}' for v in runs[name])})")
+    print(f"{processes} processes / 1 process (median of same-repeat ratios): {ratio:.2f}x")
+    if not cuda:
+        print(f"{processes} processes / 1 process with {processes} threads: "
+              f"{result['ratio_ddp_vs_one_process_same_cores']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, runs in seconds")
@@ -128,10 +197,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="runs per trainer (median reported)")
     parser.add_argument("--threads", type=int, help="torch threads for every trainer (default: torch's; 1 in --quick)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--ddp", type=int, metavar="N", help="data-parallel: N processes vs 1 (torchrun)")
     parser.add_argument("--rss-child", nargs=5, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-child", nargs=6, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         peak_rss_child(*args.rss_child)
+        return
+    if args.ddp_child:
+        ddp_child(*args.ddp_child)
+        return
+    if args.ddp is not None:
+        if args.ddp < 2:
+            raise ValueError(f"--ddp must be 2 or more processes, got {args.ddp}")
+        ddp_main(args.ddp, args.quick, args.steps, args.repeats, args.json)
         return
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
@@ -174,8 +253,8 @@ def main() -> None:
                           "3"], capture_output=True, text=True, check=True)
     mem = json.loads(rss.stdout.strip().splitlines()[-1])
     result = {
-        "setting": dict(d_in=d_in, d_sae=d_sae, batch=batch, k=k, steps=steps, repeats=repeats,
-                        threads=torch.get_num_threads(), torch=torch.__version__),
+        "setting": {"d_in": d_in, "d_sae": d_sae, "batch": batch, "k": k, "steps": steps, "repeats": repeats,
+                        "threads": torch.get_num_threads(), "torch": torch.__version__},
         "matmul_gflops": gflops, "dense_step_ceiling_rows_per_s": ceiling, "rows_per_s": rows_per_s,
         "ratio_relu": statistics.median(paired["relu"]), "ratio_topk": statistics.median(paired["topk"]),
         "ratio_matryoshka_vs_topk": statistics.median(paired["matryoshka"]),

@@ -8,6 +8,8 @@ The library behind the saelab course. Modules, in the order data flows through t
     synthetic   activations with known features, to check an SAE against the truth
     sae         the sparse autoencoder (relu | topk | jumprelu) and its SAELens-format files
     training    train_sae: schedules, input scaling, resampling / AuxK, progress
+    distributed data-parallel training: ranks, shares of the data, gradient all-reduce
+    shards      training batches streamed from an on-disk harvest, a few shards at a time
     metrics     L0, FVU, dead / dense latents, MMCS against known features
     lm          the embedded chat model, offline, in TransformerLens; chat and generation
     corpus      offline text and its packing into token rows

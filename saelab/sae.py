@@ -16,6 +16,7 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -269,15 +270,21 @@ class SAE(nn.Module):
         return torch.addmm(self.b_dec, f.reshape(-1, self.cfg.d_sae), self.W_dec).reshape(*f.shape[:-1], -1)
 
     def decode_sparse(self, values_BK: Tensor, idx_BK: Tensor) -> Float[Tensor, "batch d_in"]:
-        """Decode from the k winners only: a weighted sum of k decoder rows per row (no (batch, d_sae) matmul)."""
+        """Decode from the k winners only: a weighted sum of k decoder rows per row (no (batch, d_sae) matmul).
+
+        In the decoder's dtype even under autocast: a gather of k rows is memory-bound, not a matmul."""
+        values_BK = values_BK.to(self.W_dec.dtype)
         return F.embedding_bag(idx_BK, self.W_dec, per_sample_weights=values_BK, mode="sum") + self.b_dec
 
     def forward(self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None,
-                sparsity_scale: float = 1.0, dense_feature_acts: bool = True) -> SAEOutput:
+                sparsity_scale: float = 1.0, dense_feature_acts: bool = True,
+                batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAEOutput:
         """Encode, decode and compute the training loss.
 
         ``dead_mask`` (d_sae bools, latents that have not fired for a while) feeds TopK's AuxK loss;
-        ``sparsity_scale`` multiplies the sparsity penalty (the trainer warms it up from 0 to 1).
+        ``sparsity_scale`` multiplies the sparsity penalty (the trainer warms it up from 0 to 1);
+        ``batch_mean`` turns this batch's mean of a statistic into the mean over the whole batch when the batch
+        is split over processes (the AuxK loss's normaliser; see :mod:`saelab.distributed`).
         """
         self._check_input(x)
         cfg, zero = self.cfg, x.new_zeros(())
@@ -294,17 +301,19 @@ class SAE(nn.Module):
                 if dense_feature_acts:
                     f_BF = torch.zeros_like(pre_BF).scatter_(-1, idx_BK, values_BK)
                 else:  # CSR: every row holds exactly k entries, so the row pointers are a plain range
-                    crow = torch.arange(0, idx_BK.numel() + 1, cfg.k)
+                    crow = torch.arange(0, idx_BK.numel() + 1, cfg.k, device=idx_BK.device)
                     with warnings.catch_warnings():  # torch calls CSR "beta"; building one is all we do
                         warnings.simplefilter("ignore", UserWarning)
                         f_BF = torch.sparse_csr_tensor(crow, idx_BK.flatten(), values_BK.detach().flatten(),
-                                                       pre_BF.shape, check_invariants=False)
+                                                       pre_BF.shape, device=idx_BK.device,
+                                                       check_invariants=False)
                 # A latent fired if some row gave it a positive value (bincount sums the values per latent).
                 fired_F = torch.bincount(idx_BK.flatten(), weights=values_BK.detach().flatten(),
                                          minlength=cfg.d_sae) > 0
             sparsity = zero
             if dead_mask is not None and cfg.aux_k_coefficient > 0 and bool(dead_mask.any()):
-                aux = cfg.aux_k_coefficient * self._aux_k_loss(x_BD - recon_BD.detach(), pre_BF, dead_mask)
+                aux = cfg.aux_k_coefficient * self._aux_k_loss(x_BD - recon_BD.detach(), pre_BF, dead_mask,
+                                                               batch_mean)
         else:
             if cfg.architecture == "relu":
                 f_BF = pre_BF.relu()
@@ -333,19 +342,22 @@ class SAE(nn.Module):
         errors = [(recon_BD - x_BD).pow(2).sum(-1).mean()]
         for g in range(1, groups):
             prefix = d_sae >> g  # d_sae/2, d_sae/4, ...
-            beyond = values_BK * (idx_BK >= prefix)
+            beyond = values_BK.to(self.W_dec.dtype) * (idx_BK >= prefix)
             nested_BD = recon_BD - F.embedding_bag(idx_BK, self.W_dec, per_sample_weights=beyond, mode="sum")
             errors.append((nested_BD - x_BD).pow(2).sum(-1).mean())
         return torch.stack(errors).mean()
 
-    def _aux_k_loss(self, residual_BD: Tensor, pre_BF: Tensor, dead_mask: Tensor) -> Tensor:
+    def _aux_k_loss(self, residual_BD: Tensor, pre_BF: Tensor, dead_mask: Tensor,
+                    batch_mean: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Gao et al.'s AuxK: the top aux_k *dead* latents try to reconstruct what the live ones missed."""
         dead_idx = dead_mask.nonzero().squeeze(1)
         k_aux = min(self.cfg.aux_k, dead_idx.numel())
         # Only the dead latents' columns are searched (usually few), not the whole (batch, d_sae) matrix.
         values, pos = pre_BF.index_select(1, dead_idx).topk(k_aux, dim=-1, sorted=False)
-        aux_recon = F.embedding_bag(dead_idx[pos], self.W_dec, per_sample_weights=values.relu(), mode="sum")
-        scale = residual_BD.pow(2).sum(-1).mean().clamp_min(1e-12)
+        weights = values.relu().to(self.W_dec.dtype)
+        aux_recon = F.embedding_bag(dead_idx[pos], self.W_dec, per_sample_weights=weights, mode="sum")
+        scale = residual_BD.pow(2).sum(-1).mean()
+        scale = (batch_mean(scale) if batch_mean is not None else scale).clamp_min(1e-12)
         return (aux_recon - residual_BD).pow(2).sum(-1).mean() / scale
 
     @torch.no_grad()

@@ -8,6 +8,12 @@ SAE reads raw activations); dead latents resampled (ReLU) or revived by AuxK (To
 
 NaN or inf in a batch is an error naming the batch (we do not silently skip rows). The activation tensor is
 never copied: each step gathers one batch from it.
+
+The SAE trains on one device (the activations' for a tensor, else the SAE's own) and everything the trainer
+makes lives there, so a GPU run never waits on the host; ``autocast_dtype=torch.bfloat16`` runs the matrix
+products in bf16 while the weights and Adam's state stay fp32. Inside a torch.distributed process group (see
+:mod:`saelab.distributed`) each process encodes its share of every batch and the gradients are averaged, so
+the weights equal a one-process run on the same global batches.
 Shape letters: B batch, D d_in, F d_sae.
 """
 
@@ -15,13 +21,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saelab import distributed
 from saelab.sae import SAE
 
 
@@ -92,23 +99,26 @@ def _fraction(name: str, value: float) -> None:
 
 
 def _tensor_batches(acts: Tensor, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[Tensor]:
+    """Shuffled batches, epoch after epoch; under torch.distributed, this rank's equal share of each batch."""
     n = acts.shape[0]
     batch_size = min(batch_size, n)
     per_epoch = n // batch_size
+    mine = distributed.share(distributed.check_divisible(batch_size) * distributed.world_size())
     done = 0
     while done < steps:
-        perm = torch.randperm(n, generator=gen)
+        # Every rank draws the same permutation (same seed), so the global batches are a one-process run's.
+        perm = torch.randperm(n, generator=gen, device=gen.device)
         for i in range(per_epoch):
             if done == steps:
                 return
             # Gathering one batch is the only copy: the activation tensor itself is never duplicated.
-            yield acts[perm[i * batch_size:(i + 1) * batch_size]]
+            yield acts[perm[i * batch_size:(i + 1) * batch_size][mine]]
             done += 1
 
 
 def _sample(activations: Tensor | Iterable[Tensor], n: int, gen: torch.Generator) -> Tensor:
     if isinstance(activations, Tensor):
-        idx = torch.randperm(activations.shape[0], generator=gen)[:n]
+        idx = torch.randperm(activations.shape[0], generator=gen, device=gen.device)[:n]
         return activations[idx].float()
     raise TypeError("a sample can only be drawn from a tensor")
 
@@ -129,8 +139,8 @@ def _resample_dead(sae: SAE, opt: torch.optim.Optimizer, dead_F: Tensor, x_BD: T
     v_ND = x_BD[picks] - (sae.b_dec if sae.cfg.apply_b_dec_to_input else 0)
     v_ND = v_ND / v_ND.norm(dim=1, keepdim=True).clamp_min(1e-12)
     alive = ~dead_F
-    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
-    dec_norm = sae.W_dec[alive].norm(dim=1).mean() if alive.any() else torch.tensor(1.0)
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else 1.0
+    dec_norm = sae.W_dec[alive].norm(dim=1).mean() if alive.any() else 1.0
     sae.W_dec[dead_idx] = v_ND * (1.0 if sae.cfg.normalize_decoder else dec_norm)
     sae.W_enc[:, dead_idx] = v_ND.t() * enc_norm * 0.2
     sae.b_enc[dead_idx] = 0.0
@@ -163,12 +173,16 @@ def train_sae(
     seed: int = 0,
     progress: bool = True,
     num_threads: int | None = None,
+    device: str | torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> TrainHistory:
     """Train ``sae`` in place on ``activations``; return the history.
 
     activations: a (rows, d_in) tensor (any float dtype; batches are gathered from it, never a full copy)
         or any iterable of (batch, d_in) tensors (then ``steps`` or ``len()`` must bound the run).
-    steps / epochs: how long (default one epoch of a tensor). batch_size: rows per step (tensor input).
+    steps / epochs: how long (default one epoch of a tensor). batch_size: rows per step (tensor input; under
+        torch.distributed the global batch, split evenly over the processes, which all pass the same tensor).
+        An iterable under torch.distributed yields this process's own batches, the same number on every rank.
     lr, warmup_steps (default 1% of steps), decay_fraction: the learning-rate schedule.
     sparsity_warmup_fraction: the L1 / L0 penalty ramps from 0 to its full weight over this fraction.
     b_dec_init: ``geometric_median``, ``mean`` or ``none`` (from a sample of up to 4096 rows).
@@ -180,6 +194,10 @@ def train_sae(
     num_threads: torch threads while training (restored afterwards). Default: 1 for small SAEs
         (d_in * d_sae < 2**20), whose many short kernels lose more to thread hand-offs than they gain,
         ten-fold on a busy machine; otherwise torch's current setting.
+    device: where to train (the SAE is moved there). Default: the activations' device for a tensor, else the
+        SAE's. Batches from elsewhere (e.g. a store on disk) are moved to it.
+    autocast_dtype: ``torch.bfloat16`` runs the forward's matrix products under autocast (fp32 weights,
+        Adam state and loss); None trains in fp32.
     """
     if not isinstance(sae, SAE):
         raise TypeError(f"sae must be a saelab.sae.SAE, got {type(sae).__name__}")
@@ -199,8 +217,19 @@ def train_sae(
         raise ValueError(f"b_dec_init must be 'geometric_median', 'mean' or 'none', got {b_dec_init!r}")
     if max_grad_norm is not None and not max_grad_norm > 0:
         raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+    if autocast_dtype not in (None, torch.bfloat16):
+        raise ValueError(f"autocast_dtype must be None or torch.bfloat16 (float16 would need loss scaling), "
+                         f"got {autocast_dtype!r}")
+    if device is None:
+        device = activations.device if isinstance(activations, Tensor) else sae.W_enc.device
+    device = torch.device(device)
+    sae.to(device)
+    world = distributed.world_size()
 
-    gen = torch.Generator().manual_seed(seed)
+    # Batch order is drawn where the data lives; resampling draws where the SAE lives (one generator on CPU).
+    data_device = activations.device if isinstance(activations, Tensor) else torch.device("cpu")
+    gen = torch.Generator(device=data_device).manual_seed(seed)
+    sae_gen = gen if data_device == device else torch.Generator(device=device).manual_seed(seed)
     if isinstance(activations, Tensor):
         if activations.ndim != 2 or activations.shape[1] != cfg.d_in:
             raise ValueError(f"activations have shape {tuple(activations.shape)}, expected (rows, d_in={cfg.d_in})")
@@ -224,13 +253,15 @@ def train_sae(
         first = next(batches, None)
         if first is None:
             raise ValueError("activations yielded no batches")
-        sample = first.float()
+        sample = first.to(device, torch.float32)
         batches = _chain(first, batches)
     _check_batch(sample, cfg.d_in, "sample")
+    distributed.check_same("steps", steps)
+    sample = sample.to(device)
 
     scale = 1.0
     if normalize:
-        mean_sq = float(sample.pow(2).sum(-1).mean())
+        mean_sq = float(distributed.mean_over_ranks(sample.pow(2).sum(-1).mean()))
         if mean_sq <= 0:
             raise ValueError("activations are all zero; cannot normalise them (pass normalize=False)")
         scale = 1.0 / math.sqrt(mean_sq)
@@ -243,6 +274,8 @@ def train_sae(
             sae.b_dec.copy_(centre)
         if cfg.normalize_decoder:
             sae.normalize_decoder_()
+        # Ranks that saw different first batches (streamed input) all start from rank 0's weights.
+        distributed.broadcast_(sae.parameters())
     del sample
 
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=True)
@@ -254,7 +287,9 @@ def train_sae(
         resample_at = (0.25, 0.5) if cfg.architecture == "relu" else ()
     resample_steps = {int(f * steps) for f in resample_at if 0 < f < 1}
     dead_after = dead_after_rows or max(min(steps * batch_size // 5, 1_000_000), batch_size)
-    rows_since_fired_F = torch.zeros(cfg.d_sae, dtype=torch.long)
+    rows_since_fired_F = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
+    batch_mean = distributed.mean_over_ranks if world > 1 else None
+    parameters = list(sae.parameters())
 
     history = TrainHistory(scale_factor=scale)
     threads_before = torch.get_num_threads()
@@ -262,7 +297,8 @@ def train_sae(
         num_threads = 1
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    bar = tqdm(total=steps, desc=f"train {cfg.architecture} SAE", disable=not progress, mininterval=0.5)
+    bar = tqdm(total=steps, desc=f"train {cfg.architecture} SAE", disable=not progress or not distributed.is_main(),
+               mininterval=0.5)
     start = time.perf_counter()
     step = 0
     try:
@@ -270,17 +306,21 @@ def train_sae(
             if step >= steps:
                 break
             _check_batch(x, cfg.d_in, f"batch {step}")
-            x_BD = x.to(torch.float32)
+            x_BD = x.to(device, torch.float32, non_blocking=True)
             if scale != 1.0:
                 x_BD = x_BD * scale
             factor = lr_factor(step, steps, warmup, decay_fraction)
             for group in opt.param_groups:
                 group["lr"] = lr * factor
             dead_F = rows_since_fired_F >= dead_after
-            out = sae(x_BD, dead_mask=dead_F if cfg.architecture == "topk" else None,
-                      sparsity_scale=min(1.0, (step + 1) / sparsity_warmup), dense_feature_acts=False)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                enabled=autocast_dtype is not None):
+                out = sae(x_BD, dead_mask=dead_F if cfg.architecture == "topk" else None,
+                          sparsity_scale=min(1.0, (step + 1) / sparsity_warmup), dense_feature_acts=False,
+                          batch_mean=batch_mean)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
+            fired_F = distributed.average_gradients_(parameters, out.fired)
             if cfg.normalize_decoder:
                 sae.remove_parallel_decoder_grad_()
             if max_grad_norm is not None:
@@ -291,14 +331,17 @@ def train_sae(
                     sae.normalize_decoder_()
                 if cfg.architecture == "jumprelu":
                     sae.threshold.clamp_(min=1e-6)
-                rows_since_fired_F += x_BD.shape[0]
-                rows_since_fired_F.masked_fill_(out.fired, 0)
+                rows_since_fired_F += x_BD.shape[0] * world
+                rows_since_fired_F.masked_fill_(fired_F, 0)
                 if step in resample_steps and cfg.architecture == "relu":
-                    n = _resample_dead(sae, opt, rows_since_fired_F >= dead_after, x_BD, out.reconstruction, gen)
+                    n = _resample_dead(sae, opt, rows_since_fired_F >= dead_after, x_BD, out.reconstruction,
+                                       sae_gen)
+                    if n and world > 1:  # every rank resampled from its own rows: rank 0's choice wins
+                        distributed.broadcast_([*parameters, *_adam_moments(opt, parameters)])
                     if n:
                         history.resampled.append((step, n))
                         rows_since_fired_F.masked_fill_(rows_since_fired_F >= dead_after, 0)
-                history.rows += x_BD.shape[0]
+                history.rows += x_BD.shape[0] * world
                 if step % log_every == 0 or step == steps - 1:
                     _log(history, step, out, x_BD, dead_F, lr * factor)
                     bar.set_postfix(l0=f"{history.l0[-1]:.1f}", fvu=f"{history.fvu[-1]:.3f}", refresh=False)
@@ -312,6 +355,10 @@ def train_sae(
         if scale != 1.0:
             _fold_scale(sae, scale)
     return history
+
+
+def _adam_moments(opt: torch.optim.Optimizer, parameters: list[Tensor]) -> list[Tensor]:
+    return [opt.state[p][key] for p in parameters if p in opt.state for key in ("exp_avg", "exp_avg_sq")]
 
 
 def _chain(first: Tensor, rest: Iterator[Tensor]) -> Iterator[Tensor]:

@@ -1,4 +1,4 @@
-"""Fixtures: a tiny random-weight Llama chat model built in-process (milliseconds, no files, no network)."""
+"""Fixtures: tiny random-weight Llama and GPT-2 models built in-process (milliseconds, no network)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,34 @@ def build_tiny_hf_model(vocab_size: int, seed: int = 0, initializer_range: float
                          initializer_range=initializer_range)
     config._attn_implementation = "eager"
     return LlamaForCausalLM(config).eval()
+
+
+def build_tiny_gpt2_model(vocab_size: int, seed: int = 0):
+    """A 2-layer, d_model 32 GPT-2 with random weights (learned positions, LayerNorm, GELU MLP, tied unembed)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=1,
+                        eos_token_id=2, pad_token_id=2)
+    config._attn_implementation = "eager"
+    return GPT2LMHeadModel(config).eval()
+
+
+def save_tiny_model(folder, architecture: str = "llama", seed: int = 0):
+    """Write a tiny random ``llama`` or ``gpt2`` model and its tokenizer as a local Hugging Face folder."""
+    builders = {"llama": build_tiny_hf_model, "gpt2": build_tiny_gpt2_model}
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.init_kwargs.pop("name_or_path", None)
+    builders[architecture](len(tokenizer), seed=seed).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folders(tmp_path_factory):
+    """``{"llama": folder, "gpt2": folder}``: tiny random models saved as local Hugging Face folders."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {name: save_tiny_model(root / name, name) for name in ("llama", "gpt2")}
 
 
 @pytest.fixture(scope="session")

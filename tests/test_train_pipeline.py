@@ -31,8 +31,10 @@ def test_a_test_sized_run_writes_a_loadable_sae_metrics_and_a_feature_store(tmp_
 
 
 @pytest.mark.parametrize("kwargs, named", [
-    (dict(layer=-1), "layer"), (dict(d_sae=0), "d_sae"), (dict(heldout_fraction=1.0), "heldout_fraction"),
-    (dict(harvest_dtype="int8"), "harvest_dtype"), (dict(concept_repeats=-1), "concept_repeats"),
+    ({"layer": -1}, "layer"), ({"d_sae": 0}, "d_sae"), ({"heldout_fraction": 1.0}, "heldout_fraction"),
+    ({"harvest_dtype": "int8"}, "harvest_dtype"), ({"concept_repeats": -1}, "concept_repeats"),
+    ({"device": "tpu"}, "device"), ({"train_dtype": "float16"}, "train_dtype"),
+    ({"rows_per_shard": 0}, "rows_per_shard"), ({"shard_window": 0}, "shard_window"), ({"model": ""}, "model"),
 ])
 def test_a_bad_recipe_is_refused_naming_the_setting(kwargs, named):
     with pytest.raises(ValueError, match=named):
@@ -59,3 +61,16 @@ def test_the_generated_slices_are_mixed_into_the_corpus_only_when_asked(monkeypa
     extra = sum(len(concepts.generated_passages(name)) for name in concepts.available())
     assert extra > 0 and len(both) - len(written) == 2 * extra
     assert set(concepts.generated_passages("golden_gate")) <= set(both) - set(written)
+
+
+def test_text_files_join_the_corpus(monkeypatch, tmp_path):
+    (tmp_path / "mine.txt").write_text("my own text")
+    seen = {}
+    monkeypatch.setattr(train.corpus, "load_texts", lambda sources, seed: ["corpus text"])
+    monkeypatch.setattr(train.corpus, "tokenize_corpus", lambda model, texts, **kw: seen.setdefault(0, list(texts)))
+    train.build_tokens(None, train.Recipe(concept_repeats=0, text_files=[str(tmp_path)]), progress=False)
+    assert sorted(seen[0]) == ["corpus text", "my own text"]
+    captured = []
+    monkeypatch.setattr(train, "run", lambda recipe, out, work_dir=None, progress=True: captured.append(recipe) or {})
+    train.main(["--out", str(tmp_path), "--text-files", str(tmp_path / "mine.txt"), "--device", "auto"])
+    assert captured[0].text_files == [str(tmp_path / "mine.txt")] and captured[0].device == "auto"
