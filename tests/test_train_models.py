@@ -1,14 +1,15 @@
 """``python -m saelab.train --model FOLDER`` on other architectures: tiny random GPT-2 and Llama models saved as
-local Hugging Face folders, through to a feature store and a clamped generation with the SAE it wrote."""
+local Hugging Face folders, through to a feature store, the dashboard and a clamped generation with its SAE."""
 
 import json
 
 import pytest
 import torch
 
-from saelab import lm, steer, train
+from saelab import features, lm, steer, train
 from saelab.feature_store import FeatureStore
 from saelab.sae import SAE
+from saelab.widgets import feature_dashboard
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -21,7 +22,7 @@ def _train(folder, out, work):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
-def test_a_local_model_folder_gets_an_sae_a_feature_store_and_steering(tiny_model_folders, tmp_path, architecture):
+def test_a_local_model_folder_gets_an_sae_a_feature_store_a_dashboard_and_steering(tiny_model_folders, tmp_path, architecture):
     folder, out = tiny_model_folders[architecture], tmp_path / "sae"
     _train(folder, out, tmp_path / "work")
     sae = SAE.load(out)
@@ -36,6 +37,9 @@ def test_a_local_model_folder_gets_an_sae_a_feature_store_and_steering(tiny_mode
     assert store.hook_name == HOOK and store.metadata["sae"]["model_name"] == str(folder)
     feature = int(store.max_activation.argmax())
     assert float(store.max_activation[feature]) > 0
+    contexts = features.top_contexts(model, sae, store, feature, n=3)
+    assert contexts[0].value == pytest.approx(float(store.max_activation[feature]), rel=1e-4)
+    assert f"feature {feature}</b>" in feature_dashboard(model, sae, store, feature=feature).stats.value
 
     tokens = model.to_tokens("The quick brown fox")
     baseline = lm.generate(model, tokens, 6, stop_at_eos=False)
