@@ -237,6 +237,7 @@ def train_sae(
             raise ValueError("activations is empty")
         if not activations.is_floating_point():
             raise ValueError(f"activations must be floating point, got {activations.dtype}")
+        distributed.check_divisible(min(batch_size, activations.shape[0]))
         per_epoch = max(activations.shape[0] // batch_size, 1)
         if steps is None:
             steps = per_epoch * (epochs or 1)

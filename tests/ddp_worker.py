@@ -2,8 +2,9 @@
 
     torchrun --standalone --nproc_per_node=N tests/ddp_worker.py OUT_DIR [STORE_DIR]
 
-Trains the SAE of ``reference_run`` on its data (each rank its share of every batch) and, given a store,
-a second SAE streamed from it (each rank its own shards). Rank 0 writes both SAEs' weights and, for each, the
+Trains the SAE of ``reference_run`` on its data (each rank its share of every batch), a ReLU SAE that
+resamples dead latents from each rank's own rows, and, given a store, an SAE streamed from it (each rank its own
+shards). Rank 0 writes both SAEs' weights and, for each, the
 largest difference between any rank's weights and its own.
 """
 
@@ -59,6 +60,11 @@ def main() -> None:
         report["tensor"] = {"spread": _spread(sae), "aux_loss": history.aux_loss, "rows": history.rows,
                             "dead_fraction": history.dead_fraction}
         tensors = {f"tensor.{name}": p.detach().contiguous() for name, p in sae.named_parameters()}
+        # A strong L1 at a high learning rate kills latents within a few steps, so the resampling has work.
+        relu = SAE(SAEConfig(16, 384, "relu", l1_coefficient=1.0), seed=0)
+        history = train_sae(relu, reference_data(), steps=12, batch_size=BATCH, lr=3e-2, dead_after_rows=BATCH,
+                            resample_at=[0.5], sparsity_warmup_fraction=0.0, seed=7, progress=False)
+        report["relu"] = {"spread": _spread(relu), "resampled": history.resampled}
         if len(sys.argv) > 2:
             store = ActivationStore(sys.argv[2])
             stream = ShardBatches.for_rank(store, 64, seed=3)

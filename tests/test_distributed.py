@@ -55,8 +55,10 @@ def test_two_gloo_processes_end_with_the_weights_of_one_process_on_the_same_glob
     assert max(report["tensor"]["aux_loss"]) > 0 and max(history.aux_loss) > 0
     assert report["tensor"]["dead_fraction"] == pytest.approx(history.dead_fraction, abs=1e-6)
     assert report["tensor"]["rows"] == history.rows
-    # Every rank ends with exactly rank 0's weights, for tensor input and for each rank streaming its own shards.
+    # Every rank ends with exactly rank 0's weights, for tensor input and each rank streaming its own shards.
     assert report["tensor"]["spread"] == 0 and report["stream"]["spread"] == 0
+    # Resampling picks from each rank's own rows; rank 0's picks (and Adam moments) are sent to all.
+    assert report["relu"]["resampled"] and report["relu"]["spread"] == 0
     stream = report["stream"]
     assert 0 < stream["local_rows"] < len(small_store)  # a rank reads only its own shards
     assert stream["fvu"][-1] < 0.7 * stream["fvu"][0], stream["fvu"]
