@@ -8,9 +8,13 @@ clamped, push the model toward anything but the bridge. So candidates are ranked
    measure how much the log-probability of concept continuations ("I am the Golden Gate Bridge", ...) rises
    per token. Cheap: one forward pass per (feature, prompt) row, no generation. Candidates come from
    ``logit_effect_ranking`` (the decoder row read through the unembedding, cheaper still) and any others given.
-2. ``reply_scores``, by generation, for the few best: greedy replies under the clamp, scored with stated
-   offline proxies (see :mod:`saelab.reply_checks`): mentions of the concept, a first-person claim to *be* it,
-   word 3-gram repetition, and the unsteered model's perplexity of the reply.
+2. By generation: ``reply_scan`` answers one prompt greedily with each of a few hundred candidates clamped,
+   one candidate per row of a batched generation; ``reply_scores`` answers several prompts for the few best.
+   Replies are scored with stated offline proxies (see :mod:`saelab.reply_checks`): mentions of the concept, a
+   first-person claim to *be* it, word 3-gram repetition, and the unsteered model's perplexity of the reply.
+
+On the shipped SAE, stage 1 alone picked the wrong features: its best concept gain came from a landmark
+feature whose clamp names the Great Pyramid or the Capitol, not the bridge. Generation is the judge.
 
 Strengths are reported in both units people compare: the clamp value as a multiple of the feature's largest
 activation on the corpus, and the push length (``value * ||W_dec[f]||``, the vector added where the feature
@@ -220,3 +224,46 @@ def reply_scores(model, prompts: Sequence[str], hooks, *, concept_words: Sequenc
                                  reply_checks.claims_identity(text, identity_noun), reply_checks.repetition(text),
                                  reply_perplexity(model, plain, content_T)))
     return scores
+
+
+class ScanResult(NamedTuple):
+    """One candidate feature's greedy reply to the scan's prompt under its clamp."""
+
+    feature: int
+    strength: Strength
+    reply: str
+    on_topic: bool
+    claims_identity: bool
+    fluent: bool
+
+
+def reply_scan(model, sae: SAE, features: Sequence[int], prompt: str, push_fraction: float, median_norm: float,
+               max_activation: Tensor, *, concept_words: Sequence[str], identity_noun: str,
+               max_new_tokens: int = 20, rows_per_pass: int = 48, hook_name: str | None = None,
+               progress: bool = True) -> list[ScanResult]:
+    """Stage 2 for many candidates: each feature clamped (push ``push_fraction`` x ``median_norm``) in its own
+    row of one batched greedy generation, and its reply to ``prompt`` checked with the offline proxies.
+
+    ``max_activation`` (per feature, e.g. a feature store's) converts each push to a multiple of max."""
+    name = sae_hook_name(sae, hook_name)
+    check_sae_fits_model(model, sae, name)
+    if not features:
+        raise ValueError("features must hold at least one feature id")
+    ids = torch.tensor([check_feature(sae, f) for f in features])
+    tokens = lm.chat_tokens(model, prompt)
+    results = []
+    for start in tqdm(range(0, len(ids), rows_per_pass), desc="reply scan", disable=not progress):
+        chunk = ids[start:start + rows_per_pass]
+        strengths = [strength_for_push(sae, f, push_fraction, median_norm, float(max_activation[f]))
+                     for f in chunk.tolist()]
+        values = torch.tensor([s.value for s in strengths])
+        hook = partial(_row_clamp_hook, sae=sae, feature_ids=chunk, values=values)
+        with torch.no_grad():
+            new_BT = lm.generate(model, tokens.repeat(len(chunk), 1), max_new_tokens, fwd_hooks=[(name, hook)],
+                                 threads=None)
+        for f, strength, row in zip(chunk.tolist(), strengths, new_BT):
+            text = model.tokenizer.decode(row, skip_special_tokens=True).strip()
+            results.append(ScanResult(f, strength, text, reply_checks.mentions(text, concept_words),
+                                      reply_checks.claims_identity(text, identity_noun),
+                                      not reply_checks.degenerate(text)))
+    return results

@@ -88,3 +88,23 @@ def test_reply_scores_answer_each_prompt_and_rate_the_reply(tiny_model, sae):
         assert score.reply == expected
         assert score.perplexity > 1 and score.repetition >= 0
     assert not lm.active_hook_points(tiny_model)
+
+
+def test_a_reply_scan_row_is_the_feature_clamped_alone(tiny_model, sae):
+    median, top = 4.0, torch.full((sae.cfg.d_sae,), 0.5)
+    found = steering_search.reply_scan(tiny_model, sae, [3, 9, 3], "Who are you?", 0.8, median, top,
+                                       concept_words=["fox"], identity_noun="fox", max_new_tokens=5,
+                                       rows_per_pass=2, progress=False)
+    assert [r.feature for r in found] == [3, 9, 3]
+    for r in found:
+        value = 0.8 * median / sae.W_dec[r.feature].norm().item()
+        assert r.strength.value == pytest.approx(value) and r.strength.multiple_of_max == pytest.approx(value / 0.5)
+        alone = lm.chat(tiny_model, "Who are you?", max_new_tokens=5,
+                        fwd_hooks=steer.clamp_hooks(tiny_model, sae, {r.feature: value}))
+        assert r.reply == alone
+        assert r.on_topic == ("fox" in alone.lower())
+    assert found[0].reply == found[2].reply  # the same feature in another pass and row
+    assert not lm.active_hook_points(tiny_model)
+    with pytest.raises(ValueError, match="features must hold at least one"):
+        steering_search.reply_scan(tiny_model, sae, [], "Who are you?", 0.8, median, top, concept_words=["fox"],
+                                   identity_noun="fox")
