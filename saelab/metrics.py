@@ -58,19 +58,20 @@ def evaluate(sae: SAE, activations: Tensor | Iterable[Tensor], *, batch_size: in
              dense_threshold: float = 0.1) -> SAEEvaluation:
     """L0, MSE, FVU, dead / dense fractions and feature densities of ``sae`` on ``activations``.
 
-    ``activations`` is a (rows, d_in) tensor or any iterable of such batches.
+    ``activations`` is a (rows, d_in) tensor or any iterable of such batches, on any device: each batch is
+    encoded on the SAE's.
     """
-    d_in = sae.cfg.d_in
-    fired_F = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
+    d_in, device = sae.cfg.d_in, sae.W_enc.device
+    fired_F = torch.zeros(sae.cfg.d_sae, dtype=torch.float64, device=device)
     sq_err = active = 0.0
     n = 0
     # FVU's denominator from running sums (float64, so that large activations do not lose precision).
-    sum_D = torch.zeros(d_in, dtype=torch.float64)
+    sum_D = torch.zeros(d_in, dtype=torch.float64, device=device)
     sum_sq = 0.0
     for i, x in enumerate(_batches(activations, batch_size)):
         if x.ndim != 2 or x.shape[1] != d_in:
             raise ValueError(f"activations batch {i} has shape {tuple(x.shape)}, expected (rows, d_in={d_in})")
-        x = x.to(torch.float32)
+        x = x.to(device, torch.float32)  # batches of a CPU tensor or store go to the SAE's device one at a time
         out = sae(x)
         nz_BF = out.feature_acts > 0
         fired_F += nz_BF.sum(0, dtype=torch.float64)
@@ -82,7 +83,7 @@ def evaluate(sae: SAE, activations: Tensor | Iterable[Tensor], *, batch_size: in
     if n == 0:
         raise ValueError("activations is empty")
     total_var = sum_sq - float((sum_D * sum_D).sum()) / n
-    density = (fired_F / n).float()
+    density = (fired_F / n).float().cpu()
     return SAEEvaluation(
         l0=active / n, mse=sq_err / n, fvu=sq_err / max(total_var, 1e-30),
         dead_fraction=float((density == 0).float().mean()),

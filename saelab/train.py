@@ -207,9 +207,9 @@ def _run(recipe: Recipe, out: Path, work_dir: Path | None, progress: bool, devic
 
     heldout = collect_activations(model, recipe.hook_name, heldout_tokens, dtype=dtype, progress=False).float()
     heldout_kept = heldout[heldout.norm(dim=-1) <= recipe.max_norm]
-    # Harvested activations come back on the CPU: the SAE reads them there, and the spliced model on its device.
-    evaluation = evaluate(sae.cpu(), heldout_kept)
-    splice = ce_loss_recovered(model, sae.to(device), recipe.hook_name, heldout_tokens[:64], progress=progress)
+    evaluation = evaluate(sae, heldout_kept)  # batch by batch on the SAE's device
+    splice = ce_loss_recovered(model, sae, recipe.hook_name, heldout_tokens[:64], progress=progress)
+    # The feature store reads harvested activations, which come back on the CPU: the SAE goes there too.
     sae.cpu().save(out, dtype=save_dtype)
 
     store_rows = train_tokens[: recipe.feature_store_rows]

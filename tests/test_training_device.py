@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from saelab.metrics import evaluate
 from saelab.sae import SAE, SAEConfig
 from saelab.synthetic import SparseFeatureData
 from saelab.training import train_sae
@@ -45,6 +46,9 @@ def test_training_makes_no_tensor_off_the_device_of_its_data(data, architecture,
     assert streamed.steps == 20
     if architecture == "topk":
         assert max(history.aux_loss) > 0
+    with torch.device("meta"):
+        checked = evaluate(sae, data, batch_size=1000)
+    assert checked.fvu == pytest.approx(evaluate(reference, data).fvu, rel=1e-6)
 
 
 class MatmulDtypes(TorchDispatchMode):
