@@ -8,7 +8,9 @@ In ``lessons/solutions/NN_name.ipynb`` an exercise's answer sits between two mar
         # END SOLUTION
 
 ``lessons/NN_name.ipynb`` is the same notebook with each such block replaced by
-``raise NotImplementedError`` (same indentation) and all outputs removed. Regenerate after editing a solution:
+``raise NotImplementedError`` (same indentation) and all outputs removed. A cell tagged ``test-only`` (e.g.
+one that drives a widget from code for the test run, and would reset a slider the learner just moved) is left
+out of the learner's copy. Regenerate after editing a solution:
 
     python -m saelab.exercises.notebooks lessons/
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 STUB = "{indent}# Your code here: replace this line.\n{indent}raise NotImplementedError()\n"
+TEST_ONLY = "test-only"
 
 
 def hide_solutions(source: str) -> str:
@@ -54,9 +57,15 @@ def strip_outputs(notebook: dict) -> dict:
     return notebook
 
 
+def is_test_only(cell: dict) -> bool:
+    """A cell that exists for the test run only (tagged ``test-only``), not for the learner."""
+    return TEST_ONLY in cell.get("metadata", {}).get("tags", [])
+
+
 def learner_version(solution: dict) -> dict:
-    """The learner's notebook made from the solution notebook."""
+    """The learner's notebook made from the solution notebook: solutions stubbed, test-only cells dropped."""
     notebook = strip_outputs(solution)
+    notebook["cells"] = [cell for cell in notebook["cells"] if not is_test_only(cell)]
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
