@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from saelab import distributed
 from saelab.harvest import ActivationStore
@@ -63,11 +64,12 @@ class ShardBatches:
         rows = self.rows if rows is None else rows
         return max(distributed.total(rows, "min") // self.batch_size, 1)
 
-    def kept_rows(self) -> int:
+    def kept_rows(self, progress: bool = False) -> int:
         """Rows of this stream's shards within ``max_norm`` (one read pass, one shard at a time)."""
         if self.max_norm is None:
             return self.rows
-        return sum(int((self.store.shard(s).float().norm(dim=-1) <= self.max_norm).sum()) for s in self.shards)
+        shards = tqdm(self.shards, desc="counting outliers", unit="shard", disable=not progress)
+        return sum(int((self.store.shard(s).float().norm(dim=-1) <= self.max_norm).sum()) for s in shards)
 
     def __iter__(self) -> Iterator[Float[Tensor, "batch d_model"]]:
         gen = torch.Generator().manual_seed(self.seed + 1009 * distributed.rank())

@@ -187,7 +187,7 @@ def _run(recipe: Recipe, out: Path, work_dir: Path | None, progress: bool, devic
     harvest_seconds = time.perf_counter() - harvest_started
     stream = ShardBatches(store, distributed.check_divisible(recipe.batch_size), window=recipe.shard_window,
                           max_norm=recipe.max_norm, seed=recipe.seed)
-    kept = stream.kept_rows()
+    kept = stream.kept_rows(progress)
     n_rows, n_kept = distributed.total(stream.rows), distributed.total(kept)
 
     sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=recipe.d_sae, architecture="topk", k=recipe.k,
