@@ -4,9 +4,14 @@ Two questions, kept apart so that the sentences used to pick a feature are not t
 
 * ``score_concept`` ranks every feature on the concept's *training slice* against other text (the other
   concepts' slices and corpus text): in what fraction of concept passages does it fire (``recall``), and of
-  those that never name the concept (``recall_unnamed``: a token feature for "Golden" cannot fire there), in
-  what fraction of other passages (``false_rate``), and on what fraction of the slice's tokens (``coverage``:
-  a feature that fires only on the name tokens covers a few percent; a concept feature, much more).
+  those that use none of the concept's surface words (``recall_unnamed``: for the bridge, no "bridge",
+  "Golden", "Gate" or "San Francisco", so a feature for one of those words cannot fire there), in what
+  fraction of other passages (``false_rate``), and on what fraction of the slice's tokens (``coverage``: a
+  feature that fires only on the name tokens covers a few percent; a concept feature, much more).
+* ``check_hard_negatives`` tests features on the passages without the surface words and on *hard negatives*:
+  text that shares those words but not the concept (other bridges, other gates, San Francisco without the
+  bridge). A feature for the word " bridge" fires on the Brooklyn Bridge and not on "the orange span over the
+  strait"; a concept feature does the opposite.
 * ``check_heldout`` then tests one feature on the concept's *held-out* sentences, never trained on: it should
   fire on each concept sentence and stay at zero on the unrelated ones.
 
@@ -16,9 +21,10 @@ ignored, as is position 0 (BOS).
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from jaxtyping import Float
@@ -32,15 +38,17 @@ from saelab.sae import SAE
 from saelab.splice import check_sae_fits_model
 from saelab.steer import sae_hook_name
 
-# Words that name each concept outright; passages without any of them test whether a feature knows the concept
-# or only its name.
-NAME_WORDS = {
-    "golden_gate": ("golden", "gate"),
-    "eiffel_tower": ("eiffel",),
+# The surface words of each concept: its name, the kind of thing it is and where it stands, as regular
+# expressions matched on whole words, any case. A passage with none of them tests whether a feature knows the
+# concept or only one of these words ("bridge" matches "footbridge" too; "gate" does not match "gateway").
+SURFACE_WORDS = {
+    "golden_gate": ("golden", "gates?", r"\w*bridg\w*", "san francisco", "francisco"),
+    "eiffel_tower": ("eiffel", r"tower\w*"),
     "volcanoes": ("volcano", "volcanoes", "volcanic"),
-    "whales": ("whale", "whales"),
+    "whales": ("whale", "whales", "whaling"),
     "pasta": ("pasta",),
 }
+HARD_NEGATIVES = "{concept}_hard_negatives.json"
 
 
 @dataclass
@@ -90,9 +98,27 @@ def text_stats(model, sae: SAE, texts: Sequence[str], hook_name: str | None = No
 
 
 def names_concept(text: str, concept: str) -> bool:
-    """Whether ``text`` names ``concept`` outright (e.g. contains "Golden" or "Gate")."""
-    words = NAME_WORDS.get(concept, ())
-    return any(re.search(rf"\b{re.escape(w)}\b", text, flags=re.IGNORECASE) for w in words)
+    """Whether ``text`` uses one of ``concept``'s surface words (for the bridge: "bridge", "Golden", "Gate",
+    "San Francisco", see ``SURFACE_WORDS``)."""
+    words = SURFACE_WORDS.get(concept, ())
+    return any(re.search(rf"\b(?:{w})\b", text, flags=re.IGNORECASE) for w in words)
+
+
+def unnamed_passages(concept: str) -> list[str]:
+    """The passages of ``concept``'s training slice that use none of its surface words."""
+    return [p for p in concepts.passages(concept) if not names_concept(p, concept)]
+
+
+def hard_negatives(concept: str) -> dict[str, list[str]]:
+    """Passages that share ``concept``'s surface words but not the concept, by group (``other_bridges``, …).
+
+    They live in ``assets/concepts/<concept>_hard_negatives.json`` and are never trained on.
+    """
+    concepts.passages(concept)  # refuses an unknown concept, naming the known ones
+    path = concepts.CONCEPT_DIR / HARD_NEGATIVES.format(concept=concept)
+    if not path.is_file():
+        raise ValueError(f"concept {concept!r} has no hard negatives ({path.name} is missing)")
+    return {group: list(texts) for group, texts in json.loads(path.read_text(encoding="utf-8")).items()}
 
 
 @dataclass
@@ -143,16 +169,23 @@ def score_concept(model, sae: SAE, concept: str, hook_name: str | None = None, *
     # fire somewhere just for being long.
     stats = text_stats(model, sae, positives + negatives, hook_name, max_norm=max_norm, max_tokens=max_tokens,
                        progress=progress)
+    return concept_scores(stats, positives, concept)
+
+
+def concept_scores(stats: TextStats, positives: Sequence[str], concept: str) -> ConceptScores:
+    """``ConceptScores`` from ``text_stats`` of ``positives`` followed by the negatives."""
     n = len(positives)
+    if not 0 < n < stats.maxima.shape[0]:
+        raise ValueError(f"stats must cover the {n} positives followed by at least one negative")
     fires = stats.maxima > 0
     unnamed = torch.tensor([not names_concept(t, concept) for t in positives])
     return ConceptScores(
         concept=concept,
         recall=fires[:n].float().mean(0),
-        recall_unnamed=fires[:n][unnamed].float().mean(0) if unnamed.any() else torch.zeros(sae.cfg.d_sae),
+        recall_unnamed=fires[:n][unnamed].float().mean(0) if unnamed.any() else torch.zeros(fires.shape[1]),
         false_rate=fires[n:].float().mean(0),
         coverage=stats.fired_tokens[:n].sum(0) / stats.n_tokens[:n].sum().clamp(min=1),
-        n_concept=n, n_unnamed=int(unnamed.sum()), n_other=len(negatives),
+        n_concept=n, n_unnamed=int(unnamed.sum()), n_other=fires.shape[0] - n,
     )
 
 
@@ -190,6 +223,70 @@ def check_heldout(model, sae: SAE, feature: int, concept: str, hook_name: str | 
     values = stats.maxima[:, feature].tolist()
     n = len(held.concept)
     return HeldOutCheck(feature, concept, held.concept, values[:n], held.unrelated, values[n:])
+
+
+def concept_verdict(unnamed_maxima: Sequence[float], group_maxima: dict[str, Sequence[float]], *,
+                    min_recall: float = 0.5, max_false_rate: float = 0.25) -> bool:
+    """Whether per-text maxima look like a concept feature's: firing on at least ``min_recall`` of the passages
+    without a surface word, and on at most ``max_false_rate`` of each group of hard negatives."""
+    if not len(unnamed_maxima) or not group_maxima:
+        raise ValueError("the verdict needs maxima on at least one unnamed passage and one group of hard negatives")
+    recall = sum(v > 0 for v in unnamed_maxima) / len(unnamed_maxima)
+    return recall >= min_recall and all(sum(v > 0 for v in values) / len(values) <= max_false_rate
+                                        for values in group_maxima.values())
+
+
+@dataclass
+class HardNegativeCheck:
+    """One feature on the slice's passages without a surface word, and on each group of hard negatives."""
+
+    feature: int
+    concept: str
+    unnamed_maxima: list[float]
+    group_maxima: dict[str, list[float]]
+
+    @property
+    def recall_unnamed(self) -> float:
+        return sum(v > 0 for v in self.unnamed_maxima) / len(self.unnamed_maxima)
+
+    @property
+    def false_rates(self) -> dict[str, float]:
+        return {group: sum(v > 0 for v in values) / len(values) for group, values in self.group_maxima.items()}
+
+    def is_concept_feature(self, min_recall: float = 0.5, max_false_rate: float = 0.25) -> bool:
+        return concept_verdict(self.unnamed_maxima, self.group_maxima, min_recall=min_recall,
+                               max_false_rate=max_false_rate)
+
+    def __str__(self) -> str:
+        rates = ", ".join(f"{group} {rate:.0%}" for group, rate in self.false_rates.items())
+        verdict = "a concept feature" if self.is_concept_feature() else "not a concept feature"
+        return (f"feature {self.feature}: fires on {self.recall_unnamed:.0%} of the {len(self.unnamed_maxima)} "
+                f"{self.concept} passages without a surface word; on hard negatives: {rates} -> {verdict}")
+
+
+def check_hard_negatives(model, sae: SAE, features: Sequence[int], concept: str, hook_name: str | None = None, *,
+                         unnamed: Sequence[str] | None = None, max_norm: float = 1000.0,
+                         max_tokens: int = 128) -> list[HardNegativeCheck]:
+    """``features`` on ``concept``'s passages without a surface word and on its hard negatives, one pass for all.
+
+    ``unnamed`` defaults to ``unnamed_passages(concept)``; a subset gives a faster, rougher answer.
+    """
+    for feature in features:
+        check_feature(sae, feature)
+    unnamed = list(unnamed) if unnamed is not None else unnamed_passages(concept)
+    if any(names_concept(text, concept) for text in unnamed):
+        raise ValueError(f"unnamed passages must not use a surface word of {concept!r} ({SURFACE_WORDS[concept]})")
+    groups = hard_negatives(concept)
+    texts = unnamed + [t for values in groups.values() for t in values]
+    maxima = text_stats(model, sae, texts, hook_name, max_norm=max_norm, max_tokens=max_tokens).maxima
+    checks = []
+    for feature in features:
+        column = maxima[:, feature].tolist()
+        split, start = {}, len(unnamed)
+        for group, values in groups.items():
+            split[group], start = column[start:start + len(values)], start + len(values)
+        checks.append(HardNegativeCheck(int(feature), concept, column[:len(unnamed)], split))
+    return checks
 
 
 def name_concept_features(model, sae: SAE, names: Sequence[str] | None = None, *, min_coverage: float = 0.0,

@@ -1,5 +1,7 @@
 """Strategy-1 scoring on the tiny random model: padded batches equal one text at a time, and the counts add up."""
 
+import re
+
 import pytest
 import torch
 
@@ -61,7 +63,7 @@ def test_heldout_check_counts_both_ways(tiny_model, sae):
     assert f"fires on {check.fires_on_concept}/10" in str(check)
 
 
-@pytest.mark.parametrize("bad, message", [(dict(feature=40), "feature"), (dict(feature=-1), "feature")])
+@pytest.mark.parametrize("bad, message", [({"feature": 40}, "feature"), ({"feature": -1}, "feature")])
 def test_bad_input_is_named(tiny_model, sae, bad, message):
     with pytest.raises(ValueError, match=message):
         detection.check_heldout(tiny_model, sae, concept="golden_gate", **bad)
@@ -69,3 +71,97 @@ def test_bad_input_is_named(tiny_model, sae, bad, message):
         detection.text_stats(tiny_model, sae, ["fine", "  "])
     with pytest.raises(ValueError, match="concept"):
         detection.score_concept(tiny_model, sae, "bridges", negatives=TEXTS)
+
+
+def test_the_unnamed_set_uses_no_surface_word_of_the_bridge():
+    unnamed = detection.unnamed_passages("golden_gate")
+    assert 10 <= len(unnamed) < len(concepts.passages("golden_gate"))
+    for text in unnamed:
+        assert not re.search(r"bridg|golden|\bgates?\b|san francisco|francisco", text, flags=re.IGNORECASE), text
+    named = ["the bridge at dawn", "a footbridge", "two Bridges", "the Golden Gate", "the gates", "San Francisco Bay"]
+    assert all(detection.names_concept(text, "golden_gate") for text in named)
+
+
+def test_hard_negatives_share_the_surface_words_but_not_the_concept():
+    groups = detection.hard_negatives("golden_gate")
+    assert set(groups) == {"other_bridges", "other_gates", "san_francisco"}
+    for group, texts in groups.items():
+        assert len(texts) >= 8
+        assert all(not re.search(r"golden gate", t, flags=re.IGNORECASE) for t in texts)
+        assert sum(detection.names_concept(t, "golden_gate") for t in texts) >= len(texts) // 2, group
+    assert all(re.search(r"\bbridges?\b", t, flags=re.IGNORECASE) for t in groups["other_bridges"])
+    assert all("San Francisco" in t for t in groups["san_francisco"])
+    training = {p for name in concepts.available() for p in concepts.passages(name)}
+    assert not training & {t for texts in groups.values() for t in texts}
+    with pytest.raises(ValueError, match="no hard negatives"):
+        detection.hard_negatives("pasta")
+
+
+def test_the_verdict_needs_the_unnamed_passages_and_silence_on_every_group():
+    silent = {"other_bridges": [0.0] * 4, "san_francisco": [0.0] * 4}
+    assert detection.concept_verdict([0.3, 0.2, 0.0], silent)
+    assert not detection.concept_verdict([0.3, 0.0, 0.0], silent)
+    assert not detection.concept_verdict([0.3, 0.2, 0.1], {**silent, "other_bridges": [0.5, 0.4, 0.0, 0.0]})
+    with pytest.raises(ValueError, match="unnamed"):
+        detection.concept_verdict([], silent)
+
+
+BRIDGE_TEXT = ["The bridge over the river is old.", "A long bridge crossed the bay.", "We walked the bridge at dawn.",
+               "The orange span over the strait.", "Ships pass beneath the red towers."]
+
+
+@pytest.fixture(scope="module")
+def bridge_token_model():
+    """A tiny random Llama whose tokenizer has a " bridge" token, and an SAE on its embeddings (blocks.0 input):
+    latent 0 reads exactly that token's embedding, so it fires on " bridge" and on nothing else."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    groups = detection.hard_negatives("golden_gate")
+    texts = BRIDGE_TEXT * 20 + [t for values in groups.values() for t in values] + concepts.passages("golden_gate")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=1200, min_frequency=2, show_progress=False,
+                            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|im_start|>",
+                                        eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>",
+                                        add_bos_token=True)
+    tokenizer.init_kwargs["name_or_path"] = "tiny-llama"
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1,
+                         eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    config._attn_implementation = "eager"
+    model = TransformerBridge.boot_transformers("tiny-llama", hf_model=LlamaForCausalLM(config).eval(),
+                                                tokenizer=tokenizer, device="cpu").eval()
+    bridge_id = model.to_single_token(" bridge")
+    hook = "blocks.0.hook_resid_pre"
+    sae = SAE(SAEConfig(d_in=32, d_sae=8, architecture="relu", metadata={"hook_name": hook}), seed=0)
+    embedding = model.W_E[bridge_id].detach()
+    unit = embedding / embedding.norm()
+    with torch.no_grad():
+        sae.b_dec.zero_()
+        sae.W_enc.zero_()
+        sae.W_enc[:, 0] = unit
+        sae.b_enc.fill_(-1.0)
+        sae.b_enc[0] = -0.9 * float(embedding.norm())  # the token's own embedding projects to its full norm
+    return model, sae, bridge_id
+
+
+def test_a_latent_for_the_bridge_token_is_not_a_concept_feature(bridge_token_model):
+    model, sae, bridge_id = bridge_token_model
+    # it is what it claims to be: it fires on every " bridge" token and on no other token
+    tokens = model.to_tokens(BRIDGE_TEXT)
+    acts = features.feature_activations(model, sae, "blocks.0.hook_resid_pre", tokens)[..., 0]
+    assert torch.equal(acts > 0, tokens == bridge_id)
+    # on the named slice it looks like a bridge detector ...
+    named = [p for p in concepts.passages("golden_gate") if " bridge " in p][:8]
+    assert (detection.text_stats(model, sae, named).maxima[:, 0] > 0).all()
+    # ... but it stays silent on the passages without a surface word and fires on other bridges
+    check, = detection.check_hard_negatives(model, sae, [0], "golden_gate")
+    assert check.recall_unnamed == 0
+    assert check.false_rates["other_bridges"] >= 0.5
+    assert not check.is_concept_feature()
+    assert "not a concept feature" in str(check)
+    with pytest.raises(ValueError, match="surface word"):
+        detection.check_hard_negatives(model, sae, [0], "golden_gate", unnamed=["the bridge"])
