@@ -97,3 +97,116 @@ def test_logit_effect_mistakes_are_named(tiny_model, mistake, hint):
     finally:
         with torch.no_grad():
             scale.copy_(original)
+
+
+def detection_score(maxima, is_concept, is_unnamed):
+    fires = maxima > 0
+    recall = fires[is_concept].float().mean(0)
+    unnamed = fires[is_concept & is_unnamed].float().mean(0)
+    return torch.min(recall, unnamed) - fires[~is_concept].float().mean(0)
+
+
+def top_positions(acts, k):
+    _values, flat = acts[:, 1:].flatten().topk(k)
+    rows, pos = flat // (acts.shape[1] - 1), flat % (acts.shape[1] - 1)
+    return torch.stack([rows, pos + 1], -1)
+
+
+def activation_histogram(acts, n_bins):
+    return torch.histc(acts[acts > 0], bins=n_bins, min=0, max=acts.max().item())
+
+
+def is_concept_feature(unnamed, groups, min_recall, max_false_rate):
+    if (unnamed > 0).float().mean() < min_recall:
+        return False
+    return max(float((v > 0).float().mean()) for v in groups.values()) <= max_false_rate
+
+
+def not_attempted(*args):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("check, solution", [
+    (lesson06.check_detection_score, detection_score), (lesson06.check_top_positions, top_positions),
+    (lesson06.check_activation_histogram, activation_histogram),
+    (lesson06.check_is_concept_feature, is_concept_feature)])
+def test_new_right_answers_pass_and_unattempted_defer(check, solution, capsys):
+    assert check(solution) is True
+    assert "correct" in capsys.readouterr().out
+    assert check(not_attempted) is False
+    assert "not attempted" in capsys.readouterr().out
+
+
+def _fires(m):
+    return (m > 0).float()
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda m, c, u: torch.min(m[c].mean(0), m[c & u].mean(0)) - m[~c].mean(0), "mean activations"),
+    (lambda m, c, u: torch.min(_fires(m)[c].mean(0), _fires(m)[u].mean(0)) - _fires(m)[~c].mean(0),
+     "is_concept & is_unnamed"),
+    (lambda m, c, u: torch.max(_fires(m)[c].mean(0), _fires(m)[c & u].mean(0)) - _fires(m)[~c].mean(0), "smaller"),
+    (lambda m, c, u: _fires(m)[c].mean(0) - _fires(m)[~c].mean(0), "recall alone"),
+    (lambda m, c, u: torch.min(_fires(m)[c].mean(0), _fires(m)[c & u].mean(0)) - _fires(m).mean(0), "other texts"),
+    (lambda m, c, u: torch.min(_fires(m)[c].mean(0), _fires(m)[c & u].mean(0)), "subtract the false rate"),
+])
+def test_detection_score_mistakes_are_named(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        lesson06.check_detection_score(wrong)
+
+
+def _flat_top(a, k):
+    return a.flatten().topk(k).indices
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda a, k: a[:, 1:].flatten().topk(k).indices, "flat indices"),
+    (lambda a, k: torch.stack([_flat_top(a, k) // a.shape[1], _flat_top(a, k) % a.shape[1]], 1), "position 0"),
+    (lambda a, k: torch.stack([_flat_top(a[:, 1:], k) // 8, _flat_top(a[:, 1:], k) % 8], 1), "add 1 back"),
+    (lambda a, k: torch.stack([_flat_top(a[:, 1:], k) % 8 + 1, _flat_top(a[:, 1:], k) // 8], 1), "swapped"),
+    (lambda a, k: top_positions(a, k).flip(0), "strongest first"),
+    (lambda a, k: top_positions(a, k)[:, :1], "shape"),
+])
+def test_top_positions_mistakes_are_named(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        lesson06.check_top_positions(wrong)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda a, n: torch.histc(a, bins=n, min=0, max=a.max().item()), "zeros are counted"),
+    (lambda a, n: torch.histc(a[a > 0], bins=n), "start them at 0"),
+    (lambda a, n: activation_histogram(a, n) / (a > 0).sum(), "counts, not fractions"),
+])
+def test_activation_histogram_mistakes_are_named(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        lesson06.check_activation_histogram(wrong)
+
+
+def _pooled(unnamed, groups, min_recall, max_false_rate):
+    pooled = torch.cat(list(groups.values()))
+    return bool((unnamed > 0).float().mean() >= min_recall and (pooled > 0).float().mean() <= max_false_rate)
+
+
+def _nonnegative(unnamed, groups, min_recall, max_false_rate):
+    return bool((unnamed > 0).float().mean() >= min_recall
+                and all((v >= 0).float().mean() <= max_false_rate for v in groups.values()))
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (_pooled, "each group's false rate on its own"),
+    (_nonnegative, "values > 0"),
+    (lambda u, g, r, f: True, "on a feature for the word bridge"),
+    (lambda u, g, r, f: "yes", "True or False"),
+])
+def test_is_concept_feature_mistakes_are_named(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        lesson06.check_is_concept_feature(wrong)
+
+
+def test_predictions_never_raise_and_explain(capsys):
+    assert lesson06.check_prediction_other_bridges(None, 12, 12) is None
+    assert "no prediction written" in capsys.readouterr().out
+    assert lesson06.check_prediction_other_bridges(11, 12, 12) is True
+    assert lesson06.check_prediction_other_bridges(2, 12, 12) is False
+    assert lesson06.check_prediction_unnamed("16", 16, 22) is True
+    assert lesson06.check_prediction_unnamed("many", 16, 22) is False
