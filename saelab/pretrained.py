@@ -60,6 +60,9 @@ def named_features(sae_id: str = DEFAULT) -> dict[str, dict]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
+ROLES = ("detect", "steer")
+
+
 def _named(name: str, sae_id: str) -> dict:
     named = named_features(sae_id)
     if name not in named:
@@ -67,9 +70,28 @@ def _named(name: str, sae_id: str) -> dict:
     return named[name]
 
 
-def feature(name: str, sae_id: str = DEFAULT) -> int:
-    """The id of a named feature, e.g. ``feature("golden_gate")``."""
-    return int(_named(name, sae_id)["feature"])
+def feature(name: str, sae_id: str = DEFAULT, role: str = "detect") -> int:
+    """The id of a named feature: ``role="detect"`` the one that fires on the concept
+    (``saelab.detection``), ``role="steer"`` the one whose clamp makes the model talk as the concept
+    (``saelab.steering_search``; its setting and evidence in :func:`steering`). They need not be the same."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role == "steer":
+        return int(steering(name, sae_id)["feature"])
+    entry = _named(name, sae_id)
+    if "feature" not in entry:
+        raise ValueError(f"{name!r} has no detection feature recorded for {sae_id}")
+    return int(entry["feature"])
+
+
+def steering(name: str, sae_id: str = DEFAULT) -> dict:
+    """The recorded steering setting of a named concept: ``feature``, ``push_fraction`` (push length over the
+    median residual norm at the hook), ``multiple_of_max``, ``value``, and the evidence (scan and replies)."""
+    entry = _named(name, sae_id)
+    if "steer" not in entry:
+        raise ValueError(f"{name!r} has no steering feature recorded for {sae_id} (features.json holds no 'steer' "
+                         "entry for it)")
+    return entry["steer"]
 
 
 def feature_group(name: str, sae_id: str = DEFAULT) -> list[int]:

@@ -82,6 +82,28 @@ def system_method(name: str, system: str) -> Method:
     return Method(name, None, "system", system=system)
 
 
+def contrastive_directions(model, hook_names: Sequence[str], positive: Sequence[str], negative: Sequence[str],
+                           *, progress: bool = True) -> dict[str, Float[Tensor, " d_model"]]:
+    """Per hook: the mean activation over the tokens of ``positive`` texts minus that over ``negative`` texts
+    (BOS excluded), as ``steer.contrastive_direction`` gives, for every hook in one forward pass per text."""
+    if not positive or not negative:
+        raise ValueError("positive and negative must each hold at least one text")
+    for name in hook_names:
+        check_hook_name(model, name)
+    means = {}
+    for label, texts in (("positive", positive), ("negative", negative)):
+        sums = {name: torch.zeros(model.cfg.d_model) for name in hook_names}
+        count = 0
+        for text in tqdm(texts, desc=f"contrastive: {label} texts", disable=not progress):
+            with torch.no_grad():
+                _, cache = model.run_with_cache(model.to_tokens(text), names_filter=list(hook_names))
+            for name in hook_names:
+                sums[name] += cache[name][0, 1:].float().sum(0).cpu()
+            count += cache[hook_names[0]].shape[1] - 1
+        means[label] = {name: total / count for name, total in sums.items()}
+    return {name: means["positive"][name] - means["negative"][name] for name in hook_names}
+
+
 def _row_add_hook(activation: Tensor, hook, direction: Tensor, lengths: Tensor) -> Tensor:
     """Add ``lengths[b] * direction`` to row b at every position."""
     push_BD = lengths.to(activation.device, torch.float32)[:, None] * direction.to(activation.device)[None, :]
@@ -210,13 +232,44 @@ def best_settings(points: Sequence[DosePoint]) -> list[DosePoint]:
 
 
 def compare(model, methods: Sequence[Method], prompts: Sequence[str], pushes: Sequence[float],
-            median_norm: float, *, concept_words: Sequence[str], identity_noun: str, max_new_tokens: int = 24,
-            progress: bool = True) -> tuple[list[Reply], dict[str, float]]:
-    """Every method on every prompt at every push: the replies, and each method's wall time in seconds."""
+            median_norms: dict[str, float], *, concept_words: Sequence[str], identity_noun: str,
+            max_new_tokens: int = 24, progress: bool = True) -> tuple[list[Reply], dict[str, float]]:
+    """Every method on every prompt at every push (measured against ``median_norms`` of its own hook): the
+    replies, and each method's wall time in seconds."""
     replies, seconds = [], {}
     for method in methods:
         start = time.perf_counter()
-        replies += method_replies(model, method, prompts, pushes, median_norm, concept_words=concept_words,
+        norm = median_norms[method.hook_name] if method.hook_name is not None else math.nan
+        replies += method_replies(model, method, prompts, pushes, norm, concept_words=concept_words,
                                   identity_noun=identity_noun, max_new_tokens=max_new_tokens, progress=progress)
         seconds[method.name] = time.perf_counter() - start
     return replies, seconds
+
+SELF_DESCRIPTION_PROMPTS = ("What is your physical form?", "What are you?", "Describe yourself.", "Who are you?",
+                            "Tell me about yourself.", "What do you look like?")
+"""The prompts the comparison asks: the original demonstration's question and five more about the model itself."""
+
+
+def standard_methods(model, sae: SAE, *, output_feature: int, detection_feature: int,
+                     contrastive: dict[str, Tensor], system: str) -> list[Method]:
+    """The head-to-head's methods: the SAE clamp of the feature chosen by its output and of the one chosen by
+    detection, the output feature's decoder row added, the contrastive vector at each of its hooks, and the
+    system prompt."""
+    hook = sae.cfg.metadata.get("hook_name")
+    methods = [clamp_method(f"SAE clamp, output-chosen (feature {output_feature})", sae, output_feature),
+               clamp_method(f"SAE clamp, detection-chosen (feature {detection_feature})", sae, detection_feature),
+               add_method(f"SAE decoder row added (feature {output_feature})", hook, sae.W_dec[output_feature].detach())]
+    methods += [add_method(f"contrastive vector at {name}", name, direction) for name, direction in contrastive.items()]
+    return methods + [system_method(f"system prompt: {system!r}", system)]
+
+
+def median_norms(model, hook_names: Sequence[str], prompts: Sequence[str]) -> dict[str, float]:
+    """Per hook, the median residual norm over the chat-formatted ``prompts``, position 0 excluded (as
+    ``steering_search.median_residual_norm``): each method's yardstick for its push."""
+    rows: dict[str, list[Tensor]] = {name: [] for name in hook_names}
+    for prompt in prompts:
+        with torch.no_grad():
+            _, cache = model.run_with_cache(lm.chat_tokens(model, prompt), names_filter=list(hook_names))
+        for name in hook_names:
+            rows[name].append(cache[name][0, 1:].float().norm(dim=-1).cpu())  # position 0 is a sink
+    return {name: float(torch.cat(parts).median()) for name, parts in rows.items()}

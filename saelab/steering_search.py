@@ -25,9 +25,12 @@ Shape letters in local names: B batch rows, T tokens, D d_model, F d_sae, V d_vo
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from functools import partial
-from typing import NamedTuple, Sequence
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Float
@@ -36,6 +39,7 @@ from tqdm.auto import tqdm
 
 from saelab import lm, reply_checks
 from saelab.features import check_feature
+from saelab.files import write_json_atomic
 from saelab.harvest import collect_activations
 from saelab.sae import SAE
 from saelab.splice import check_sae_fits_model
@@ -267,3 +271,16 @@ def reply_scan(model, sae: SAE, features: Sequence[int], prompt: str, push_fract
                                       reply_checks.claims_identity(text, identity_noun),
                                       not reply_checks.degenerate(text)))
     return results
+
+
+def record_steering(sae_folder, name: str, entry: dict) -> None:
+    """Write ``entry`` (``feature``, ``push_fraction``, ``multiple_of_max``, ``value`` and its evidence) as the
+    steering feature of concept ``name`` into the SAE folder's ``features.json``, next to what detection
+    recorded there, so ``pretrained.feature(name, role="steer")`` returns it. Atomic: a crash leaves the old file."""
+    missing = {"feature", "push_fraction", "multiple_of_max", "value"} - set(entry)
+    if missing:
+        raise ValueError(f"entry lacks {sorted(missing)}: give the feature and its setting in both units")
+    file = Path(sae_folder) / "features.json"
+    named = json.loads(file.read_text()) if file.is_file() else {}
+    named.setdefault(name, {})["steer"] = entry
+    write_json_atomic(file, named)

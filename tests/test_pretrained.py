@@ -1,6 +1,7 @@
 """The SAE that ships with the package: it loads offline, meets its recorded targets, and has a Golden Gate feature."""
 
 import dataclasses
+import json
 import shlex
 
 import pytest
@@ -81,3 +82,26 @@ def test_named_features_record_their_evidence():
     for concept, info in named.items():
         assert info["feature"] == info["group"][0] and info["slice"]["score"] >= 0.5
         assert len(info["heldout"]["concept_maxima"]) == len(concepts.heldout(concept).concept)
+
+
+def test_a_recorded_steering_feature_is_returned_by_role_and_keeps_detections_record(tmp_path, monkeypatch):
+    from saelab import steering_search
+    from saelab.sae import SAE, SAEConfig
+
+    folder = tmp_path / "tiny-model" / "blocks.0.hook_resid_post"
+    SAE(SAEConfig(d_in=8, d_sae=16, metadata={"hook_name": "blocks.0.hook_resid_post"}), seed=0).save(folder)
+    (folder / "features.json").write_text(json.dumps({"fox": {"feature": 3, "group": [3, 5]}}))
+    monkeypatch.setattr(pretrained, "ROOT", tmp_path)
+    sae_id = "tiny-model/blocks.0.hook_resid_post"
+    with pytest.raises(ValueError, match="'fox' has no steering feature recorded"):
+        pretrained.feature("fox", sae_id, role="steer")
+    entry = {"feature": 5, "push_fraction": 0.5, "multiple_of_max": 2.5, "value": 0.1, "evidence": {"scan": []}}
+    steering_search.record_steering(folder, "fox", entry)
+    assert pretrained.feature("fox", sae_id, role="steer") == 5
+    assert pretrained.feature("fox", sae_id) == 3 and pretrained.feature_group("fox", sae_id) == [3, 5]
+    assert pretrained.steering("fox", sae_id) == entry
+    with pytest.raises(ValueError, match="role must be one of"):
+        pretrained.feature("fox", sae_id, role="clamp")
+    with pytest.raises(ValueError, match="lacks \\['multiple_of_max', 'value'\\]"):
+        steering_search.record_steering(folder, "fox", {"feature": 5, "push_fraction": 0.5})
+    assert pretrained.steering("fox", sae_id) == entry  # a refused entry leaves the file as it was

@@ -106,3 +106,14 @@ def test_bad_methods_and_sweeps_are_refused_in_one_line(lively_tiny_model, sae):
                                            identity_noun="x")
     with pytest.raises(ValueError, match="prompts must hold at least one prompt"):
         steering_comparison.method_replies(model, method, [], [1.0], 1.0, concept_words=["x"], identity_noun="x")
+
+
+def test_contrastive_directions_of_several_hooks_in_one_pass_equal_steers_one_at_a_time(lively_tiny_model):
+    model = lively_tiny_model
+    positive, negative = ["The quick brown fox jumps", "A fox ran"], ["In the beginning was the word"]
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    found = steering_comparison.contrastive_directions(model, hooks, positive, negative, progress=False)
+    for name in hooks:
+        assert torch.allclose(found[name], steer.contrastive_direction(model, name, positive, negative), atol=1e-5)
+    with pytest.raises(ValueError, match="positive and negative must each hold"):
+        steering_comparison.contrastive_directions(model, hooks, positive, [], progress=False)

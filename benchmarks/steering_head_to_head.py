@@ -1,0 +1,106 @@
+"""Steering methods head to head on the embedded model: which one makes it say it is the Golden Gate Bridge?
+
+Methods (``saelab.steering_comparison.standard_methods``), all on the same six self-description prompts, greedy,
+swept over the same push axis (push length / the median residual norm at the method's hook):
+    SAE clamp, output-chosen      the shipped SAE's feature recorded with role "steer" (else the best concept gain)
+    SAE clamp, detection-chosen   the feature named "golden_gate" by detection (lesson 06)
+    SAE decoder row added         the output-chosen feature's direction, added instead of clamped
+    contrastive vector            mean activation on Golden Gate passages minus other concepts' passages, at each
+                                  of several layers (the same layer search the SAE got by being trained there)
+    system prompt                 "You are the Golden Gate Bridge."
+Scores (stated offline proxies, ``saelab.steering_comparison``): share of replies on topic, claiming in the first
+person to be the bridge, about itself, fluent; median perplexity under the unsteered model; wall time per method.
+
+    python benchmarks/steering_head_to_head.py            # 6 prompts x 9 pushes x 4 layers (~15 min on 2 cores)
+    python benchmarks/steering_head_to_head.py --quick    # 2 prompts x 3 pushes x 1 layer, same code paths
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+
+from saelab import concepts, lm, pretrained, steering_comparison
+from saelab.steering_comparison import SELF_DESCRIPTION_PROMPTS
+
+CONCEPT_WORDS = ("bridge", "golden gate", "san francisco")
+SYSTEM = "You are the Golden Gate Bridge."
+OTHER_CONCEPTS = ("eiffel_tower", "pasta", "volcanoes", "whales")
+
+
+def contrastive_texts(n: int) -> tuple[list[str], list[str]]:
+    """``n`` Golden Gate passages and ``n`` passages spread over the other concepts."""
+    positive = concepts.passages("golden_gate")[:n]
+    negative = [p for name in OTHER_CONCEPTS for p in concepts.passages(name)[:math.ceil(n / len(OTHER_CONCEPTS))]]
+    return positive, negative[:n]
+
+
+def output_feature(sae_id: str) -> tuple[int, str]:
+    try:
+        return pretrained.feature("golden_gate", sae_id, role="steer"), "recorded steering feature"
+    except ValueError:
+        return int(os.environ.get("SAELAB_OUTPUT_FEATURE", 6597)), "best teacher-forced concept gain"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 prompts x 3 pushes x 1 layer")
+    parser.add_argument("--sae-id", default=pretrained.DEFAULT)
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--out", default=None, help="also write every reply and point here (json)")
+    args = parser.parse_args()
+
+    prompts = list(SELF_DESCRIPTION_PROMPTS[:2] if args.quick else SELF_DESCRIPTION_PROMPTS)
+    pushes = [0.3, 0.5, 0.7] if args.quick else [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2]
+    model = lm.load_model()
+    sae = pretrained.load_sae(args.sae_id)
+    hook = sae.cfg.metadata["hook_name"]
+    layer = int(hook.split(".")[1])
+    layers = [layer] if args.quick else sorted({max(1, layer - 6), max(1, layer - 3), layer, layer + 3})
+    hooks = [f"blocks.{n}.hook_resid_post" for n in layers]
+
+    start = time.perf_counter()
+    positive, negative = contrastive_texts(8 if args.quick else 40)
+    directions = steering_comparison.contrastive_directions(model, hooks, positive, negative)
+    contrastive_seconds = time.perf_counter() - start
+    norms = steering_comparison.median_norms(model, sorted(set(hooks) | {hook}), prompts)
+    chosen, how = output_feature(args.sae_id)
+    detected = pretrained.feature("golden_gate", args.sae_id)
+    methods = steering_comparison.standard_methods(model, sae, output_feature=chosen, detection_feature=detected,
+                                                   contrastive=directions, system=SYSTEM)
+    replies, seconds = steering_comparison.compare(model, methods, prompts, pushes, norms,
+                                                   concept_words=CONCEPT_WORDS, identity_noun="bridge",
+                                                   max_new_tokens=args.new_tokens)
+    points = steering_comparison.dose_response(replies)
+    best = steering_comparison.best_settings(points)
+
+    print(f"\noutput-chosen feature {chosen} ({how}); detection-chosen {detected}; median residual norms "
+          + ", ".join(f"{name} {value:.0f}" for name, value in norms.items()))
+    print(f"contrastive directions from {len(positive)} + {len(negative)} passages: {contrastive_seconds:.0f} s")
+    print("\nbest setting per method (most first-person claims, then most successes, then lowest perplexity):")
+    print(f"{'method':64s} {'push':>5s} {'claims':>6s} {'topic':>6s} {'self':>5s} {'fluent':>6s} {'success':>7s} "
+          f"{'ppl':>6s} {'time':>6s}")
+    for p in best:
+        push = "—" if math.isnan(p.push) else f"{p.push:.2f}"
+        print(f"{p.method[:64]:64s} {push:>5s} {p.claims_identity:6.0%} {p.on_topic:6.0%} {p.about_itself:5.0%} "
+              f"{p.fluent:6.0%} {p.success:7.0%} {p.median_perplexity:6.1f} {seconds[p.method]:5.0f}s")
+    for p in best:  # the replies behind each best setting, to read
+        print(f"\n{p.method}:")
+        for r in replies:
+            if r.method == p.method and (r.push == p.push or (math.isnan(r.push) and math.isnan(p.push))):
+                print(f"  {r.prompt!r}: {r.reply[:140]!r}")
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump({"output_feature": chosen, "detection_feature": detected, "median_norms": norms,
+                       "seconds": seconds, "points": [p._asdict() for p in points],
+                       "replies": [r._asdict() for r in replies]}, file, indent=1)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
