@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Fast-mode budget per lesson (seconds), by lesson number. A lesson without a budget fails the suite.
-LESSON_BUDGET_S = {"01": 90, "02": 90, "03": 120, "04": 180, "05": 180, "06": 180, "07": 180}
+LESSON_BUDGET_S = {"01": 90, "02": 90, "03": 120, "04": 180, "05": 180, "06": 180, "07": 180, "08": 180}
 
 
 def pytest_collection_modifyitems(config, items):
