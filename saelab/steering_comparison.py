@@ -177,7 +177,7 @@ def method_replies(model, method: Method, prompts: Sequence[str], pushes: Sequen
         tokens = lm.chat_tokens(model, prompt, method.system)
         with torch.no_grad():
             new_BT = lm.generate(model, tokens.repeat(len(rows), 1), max_new_tokens,
-                                 fwd_hooks=_hooks(method, rows, median_norm), threads=None)
+                                 fwd_hooks=_hooks(method, rows, median_norm), threads=1)
         contents = [row[row != eos] for row in new_BT.cpu()]
         texts = [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_BT]
         # Fluency is judged after the plain question, without any system prompt the method added.

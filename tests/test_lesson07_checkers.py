@@ -82,3 +82,35 @@ def test_the_reference_takes_one_value_per_position_and_clamping_to_the_current_
         per_position = lesson07.reference_clamp_hook(activation, None, sae, FEATURE, torch.full_like(current, VALUE))
         assert torch.allclose(per_position, lesson07.reference_clamp_hook(activation, None, sae, FEATURE, VALUE),
                               atol=1e-5)
+
+
+def test_the_add_hook_checker_passes_the_reference_and_names_each_mistake():
+    assert lesson07.check_add_hook(lesson07.reference_add_hook) is True
+    mistakes = [
+        (lambda a, h, d, alpha: alpha * d.expand_as(a), "returned only alpha x direction"),
+        (lambda a, h, d, alpha: a - alpha * d, "sign is flipped"),
+        (lambda a, h, d, alpha: torch.cat([a[:, :-1], a[:, -1:] + alpha * d], dim=1), "last position only"),
+        (lambda a, h, d, alpha: a + alpha * d / d.norm(), "normalised the direction"),
+        (lambda a, h, d, alpha: a + d, "alpha is missing"),
+        (lambda a, h, d, alpha: None, "returned None"),
+    ]
+    for wrong, hint in mistakes:
+        with pytest.raises(ExerciseError, match=hint):
+            lesson07.check_add_hook(wrong)
+
+
+def test_the_push_fraction_checker_passes_the_reference_and_names_each_mistake(sae):
+    assert lesson07.check_push_fraction(lesson07.reference_push_fraction, sae) is True
+    mistakes = [
+        (lambda s, f, v, m: v / m, "decoder row's length is missing"),
+        (lambda s, f, v, m: v * s.W_dec[f].norm().item(), "divide by median_norm"),
+        (lambda s, f, v, m: v * s.W_enc[:, f].norm().item() / m, "not the encoder column"),
+        (lambda s, f, v, m: v * s.W_dec[f].pow(2).sum().item() / m, "square root"),
+        (lambda s, f, v, m: "0.5", "should return one number"),
+    ]
+    for wrong, hint in mistakes:
+        with pytest.raises(ExerciseError, match=hint):
+            lesson07.check_push_fraction(wrong, sae)
+    before = sae.W_dec.clone()
+    lesson07.check_push_fraction(lesson07.reference_push_fraction, sae)
+    assert torch.equal(sae.W_dec, before)  # the checker puts the decoder row back

@@ -30,3 +30,22 @@ def test_clamping_the_golden_gate_group_at_its_max_talks_about_the_bridge(real_m
     assert not lm.active_hook_points(real_model)
     # greedy decoding: the same request gives the same reply
     assert steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=24) == replies
+
+
+@pytest.mark.slow
+def test_the_recorded_steering_feature_does_what_its_evidence_says(real_model):
+    """features.json's steering record is reproducible: its feature, clamped at its recorded value, writes the
+    recorded reply to the demonstration's question, on topic and fluent, and the record says it is no identity
+    claim (no single latent of this SAE made the model say it is the bridge; see the record's finding)."""
+    sae = pretrained.load_sae()
+    record = pretrained.steering("golden_gate")
+    feature = pretrained.feature("golden_gate", role="steer")
+    evidence = next(r for r in record["evidence"]["stage2"]
+                    if r["feature"] == feature and r["push_fraction"] == record["push_fraction"])
+    reply = lm.chat(real_model, QUESTION, max_new_tokens=32,
+                    fwd_hooks=steer.clamp_hooks(real_model, sae, {feature: record["value"]}))
+    assert reply == evidence["replies"][QUESTION]
+    assert mentions_bridge(reply) and reply_checks.fluency_problem(reply) is None, reply
+    assert reply_checks.claims_identity(reply, "bridge") == record["claims_identity"]
+    assert evidence["on_topic"] >= 4 and record["multiple_of_max"] == pytest.approx(
+        record["value"] / pretrained.load_feature_store().max_activation[feature].item(), rel=1e-3)

@@ -65,3 +65,72 @@ def check_clamp_hook(learner_clamp_hook, sae, feature: int, value: float) -> Non
     if not torch.allclose(actual - error, without_error, rtol=1e-4, atol=1e-3):
         raise ExerciseError(f"minus the error term, the result should decode the SAE's code with feature {feature} "
                             f"set to {value} and every other feature as it was")
+
+
+def reference_add_hook(activation: torch.Tensor, hook, direction: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Add ``alpha * direction`` at every position (additive steering)."""
+    return activation + alpha * direction.to(activation.dtype)
+
+
+@checker("add_hook")
+def check_add_hook(learner_add_hook) -> None:
+    """``add_hook(activation, hook, direction, alpha)`` -> the activation plus ``alpha * direction`` everywhere."""
+    generator = torch.Generator().manual_seed(3)
+    activation = torch.randn(2, 5, 16, generator=generator) * 4
+    direction = torch.randn(16, generator=generator)
+    direction = direction / direction.norm() * 2.5  # not unit length: the learner must not rescale it
+    alpha = 3.0
+    actual = run_learner_function(learner_add_hook, activation.clone(), None, direction.clone(), alpha,
+                                  name="add_hook")
+    if actual is None:
+        raise ExerciseError("the hook returned None: a TransformerLens hook must return the edited activation")
+    last_only = activation.clone()
+    last_only[:, -1] += alpha * direction
+    unit = direction / direction.norm()
+    check_close(actual, reference_add_hook(activation, None, direction, alpha), what="the steered activation", hints=[
+        (alpha * direction.expand_as(activation), "you returned only alpha x direction: add it to the activation"),
+        (activation - alpha * direction, "the sign is flipped: add alpha x direction"),
+        (last_only, "you added it at the last position only: steering adds it at every position"),
+        (activation + alpha * unit, "you normalised the direction: add alpha x direction as given (its length "
+                                    "is part of the strength)"),
+        (activation + direction, "alpha is missing: add alpha x direction"),
+        (activation, "the activation came back unchanged"),
+    ])
+
+
+def reference_push_fraction(sae, feature: int, value: float, median_norm: float) -> float:
+    """How long the clamp's push is where the feature was silent, per median residual norm."""
+    return value * float(sae.W_dec[feature].norm()) / median_norm
+
+
+@checker("push_fraction")
+def check_push_fraction(learner_push_fraction, sae) -> None:
+    """``push_fraction(sae, feature, value, median_norm)`` -> value x ||W_dec[feature]|| / median_norm."""
+    feature, value, median_norm = 3, 0.4, 150.0
+    with torch.no_grad():
+        saved = sae.W_dec[feature].clone()
+        sae.W_dec[feature] *= 7.0  # a decoder row far from unit length, as in a trained SAE that carries scale
+        try:
+            actual = run_learner_function(learner_push_fraction, sae, feature, value, median_norm,
+                                          name="push_fraction")
+            expected = reference_push_fraction(sae, feature, value, median_norm)
+            row_norm = float(sae.W_dec[feature].norm())
+            column_norm = float(sae.W_enc[:, feature].norm())
+        finally:
+            sae.W_dec[feature] = saved
+    if isinstance(actual, torch.Tensor) and actual.numel() == 1:
+        actual = float(actual)
+    if not isinstance(actual, (int, float)):
+        raise ExerciseError(f"push_fraction should return one number, got {type(actual).__name__}")
+    hints = [(value / median_norm, "the decoder row's length is missing: the push is value x ||W_dec[feature]||"),
+             (value * row_norm, "divide by median_norm: the push is measured in residual norms"),
+             (value * column_norm / median_norm, "use the decoder row W_dec[feature] (what the clamp writes), not "
+                                                 "the encoder column"),
+             (value * row_norm ** 2 / median_norm, "||W_dec[feature]|| is a length: take the square root of the sum of "
+                                                   "squares (torch's .norm())")]
+    if abs(actual - expected) <= 1e-4 * abs(expected):
+        return
+    for wrong, hint in hints:
+        if abs(actual - wrong) <= 1e-4 * max(abs(wrong), 1e-12):
+            raise ExerciseError(f"push_fraction is not right: {hint}")
+    raise ExerciseError(f"push_fraction gave {actual:.4g}, expected {expected:.4g}")
