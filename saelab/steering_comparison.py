@@ -15,7 +15,8 @@ move the residual stream equally far, whatever the direction's own scale (``Stre
 Replies are greedy and scored with the stated offline proxies of :class:`saelab.steering_search.ReplyScore`,
 plus one more: ``about_itself``, the reply speaks of itself in the first person (every prompt here asks the
 model about itself, so a reply that does not is no longer answering). ``success`` needs all of: on topic,
-fluent, about itself.
+fluent, about itself, and a perplexity under the unsteered model of at most ``MAX_PERPLEXITY`` (loops such as
+"I can, and I can. I can, and I can." pass the repetition check on a short reply but read oddly to the model).
 
 Shape letters: B batch rows (one per strength), T tokens, D d_model.
 """
@@ -41,6 +42,8 @@ from saelab.sae import SAE
 from saelab.splice import check_sae_fits_model
 from saelab.steering_search import _mean_logprob, _row_clamp_hook
 
+# The unsteered model's own greedy replies to these prompts read at a perplexity of about 2-4 to it.
+MAX_PERPLEXITY = 10.0
 _FIRST_PERSON = re.compile(r"\b(i|i'm|i’m|me|my|myself|mine)\b", re.IGNORECASE)
 
 
@@ -137,8 +140,8 @@ class Reply(NamedTuple):
 
     @property
     def success(self) -> bool:
-        """On topic, fluent and still about itself."""
-        return self.on_topic and self.fluent and self.about_itself
+        """On topic, fluent, still about itself, and no odder to the plain model than ``MAX_PERPLEXITY``."""
+        return self.on_topic and self.fluent and self.about_itself and self.perplexity <= MAX_PERPLEXITY
 
 
 def _perplexities(model, prompt_T: Tensor, replies: Sequence[Tensor]) -> list[float]:

@@ -80,7 +80,7 @@ def _reply(method, push, on_topic, claim, about, fluent, ppl):
 
 def test_dose_response_counts_each_proxy_and_best_settings_prefer_claims_then_successes():
     replies = [
-        _reply("clamp", 0.5, True, False, True, True, 10.0), _reply("clamp", 0.5, True, True, True, True, 20.0),
+        _reply("clamp", 0.5, True, False, True, True, 10.0), _reply("clamp", 0.5, True, True, True, True, 9.0),
         _reply("clamp", 1.0, True, True, False, False, 90.0), _reply("clamp", 1.0, True, True, True, False, 70.0),
         _reply("system", math.nan, True, False, True, True, 5.0), _reply("system", math.nan, False, False, True, True, 7.0),
     ]
@@ -89,6 +89,8 @@ def test_dose_response_counts_each_proxy_and_best_settings_prefer_claims_then_su
     assert points[1].fluent == 0.0 and points[1].about_itself == 0.5 and points[1].median_perplexity == 70.0
     system = points[2]
     assert math.isnan(system.push) and system.on_topic == 0.5 and system.median_perplexity == 5.0
+    odd = _reply("clamp", 0.5, True, True, True, True, steering_comparison.MAX_PERPLEXITY + 1)
+    assert not odd.success  # on topic and loop-free, but the plain model finds it too odd
     best = {p.method: p for p in steering_comparison.best_settings(points)}
     # Both clamp pushes claim identity in half or more; 1.0 claims more (1.0 vs 0.5), so it wins.
     assert best["clamp"].push == 1.0 and best["system"].on_topic == 0.5
