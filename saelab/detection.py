@@ -331,7 +331,13 @@ def main(argv: list[str] | None = None) -> None:
     model = lm.load_model(sae.cfg.metadata.get("model_name", lm.DEFAULT_MODEL))
     named = name_concept_features(model, sae, args.concepts, min_coverage=args.min_coverage,
                                   min_score=args.min_score)
-    write_json_atomic(args.sae_folder / "features.json", named)
+    file = args.sae_folder / "features.json"
+    # Detection rewrites its own findings; a steering choice recorded there (steering_search) stays.
+    recorded = json.loads(file.read_text()) if file.is_file() else {}
+    for concept, entry in recorded.items():
+        if "steer" in entry:
+            named.setdefault(concept, {})["steer"] = entry["steer"]
+    write_json_atomic(file, named)
     print(json.dumps({c: {"feature": v["feature"], **v["slice"], "heldout": [v["heldout"]["fires_on_concept"],
                                                                            v["heldout"]["silent_on_unrelated"]]}
                       for c, v in named.items()}, indent=1))

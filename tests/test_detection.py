@@ -165,3 +165,23 @@ def test_a_latent_for_the_bridge_token_is_not_a_concept_feature(bridge_token_mod
     assert "not a concept feature" in str(check)
     with pytest.raises(ValueError, match="surface word"):
         detection.check_hard_negatives(model, sae, [0], "golden_gate", unnamed=["the bridge"])
+
+
+def test_renaming_features_keeps_a_recorded_steering_choice(tmp_path, monkeypatch):
+    import json
+
+    from saelab import detection, lm
+    from saelab.sae import SAE, SAEConfig
+
+    folder = tmp_path / "sae"
+    SAE(SAEConfig(d_in=8, d_sae=16, metadata={"hook_name": "blocks.0.hook_resid_post"}), seed=0).save(folder)
+    steer_entry = {"feature": 7, "push_fraction": 0.5, "multiple_of_max": 2.0, "value": 1.0}
+    (folder / "features.json").write_text(json.dumps({"fox": {"feature": 3, "steer": steer_entry},
+                                                      "gone": {"feature": 1}}))
+    found = {"fox": {"feature": 4, "slice": {"score": 0.9}, "heldout": {"fires_on_concept": 9,
+                                                                        "silent_on_unrelated": 10}}}
+    monkeypatch.setattr(lm, "load_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr(detection, "name_concept_features", lambda *args, **kwargs: json.loads(json.dumps(found)))
+    detection.main([str(folder)])
+    written = json.loads((folder / "features.json").read_text())
+    assert written == {"fox": {**found["fox"], "steer": steer_entry}}  # detection's findings renewed, steer kept

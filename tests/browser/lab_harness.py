@@ -2,8 +2,10 @@
 
 ``check_notebook`` opens the notebook, runs all cells, waits for the kernel to settle, then moves the
 first slider (or presses the first button) of the cell tagged ``main-widget`` with the keyboard and
-requires the visible output to change. It returns every problem it saw instead of stopping at the first,
-so one run of a broken lesson tells the whole story.
+requires the visible output to change. A main-widget cell tagged ``press:<label>`` (e.g. ``press:Generate``)
+then has the button with that label pressed too, again requiring a change; the widget texts shown afterwards
+are kept in the report for the test to check. It returns every problem it saw instead of stopping at the
+first, so one run of a broken lesson tells the whole story.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import quote, urlparse
 from kernel_messages import KernelMessageLog
 
 MAIN_WIDGET_TAG = "main-widget"
+PRESS_TAG_PREFIX = "press:"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 NETWORK_SCHEMES = {"http", "https", "ws", "wss", "ftp"}
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
@@ -38,6 +41,10 @@ class NotebookReport:
     seconds: dict[str, float] = field(default_factory=dict)
     screenshots: list[Path] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
+    slider_value: str | None = None
+    """The main widget's first slider after the interaction (aria-valuenow), if it has one."""
+    pressed_texts: dict[str, list[str]] = field(default_factory=dict)
+    """Per ``press:<label>`` tag: the texts of the cell's HTML widgets once that press's work had settled."""
 
     def describe(self) -> str:
         lines = [f"{self.notebook}: {len(self.problems)} problem(s) seen in the browser"]
@@ -57,6 +64,15 @@ def main_widget_cell_index(notebook_path: Path) -> int | None:
         if MAIN_WIDGET_TAG in cell.get("metadata", {}).get("tags", []):
             return index
     return None
+
+
+def main_widget_presses(notebook_path: Path) -> list[str]:
+    """Button labels the main widget's cell asks to have pressed after its first interaction (``press:<label>``)."""
+    index = main_widget_cell_index(notebook_path)
+    if index is None:
+        return []
+    tags = json.loads(Path(notebook_path).read_text())["cells"][index].get("metadata", {}).get("tags", [])
+    return [tag[len(PRESS_TAG_PREFIX):] for tag in tags if tag.startswith(PRESS_TAG_PREFIX)]
 
 
 def is_outside_url(url: str) -> bool:
@@ -116,6 +132,13 @@ def check_notebook(browser, server, notebook_path: Path, screenshot_dir: Path,
             problem = _interact(page, cell, main_index, _Deadline(interact_timeout_s))
             if problem:
                 report.problems.append(problem)
+            handles = cell.locator(".jp-OutputArea .noUi-handle")
+            report.slider_value = handles.first.get_attribute("aria-valuenow") if handles.count() else None
+            for label in main_widget_presses(notebook_path):
+                problem = _press(page, cell, main_index, label, _Deadline(run_timeout_s))
+                if problem:
+                    report.problems.append(problem)
+                report.pressed_texts[label] = cell.locator(".jp-OutputArea .widget-html-content").all_inner_texts()
             # Errors shown by the interaction itself (e.g. a traceback printed into an Output widget).
             report.problems += [p for p in _cell_problems(page, saved) if p not in report.problems]
         report.seconds["interact"] = time.monotonic() - phase
@@ -284,6 +307,21 @@ def _interact(page, cell, index: int, deadline: _Deadline) -> str | None:
     if changed:
         return f"{action} started work that did not finish in time"
     return f"{action} did not change the visible output (plot data and text stayed the same)"
+
+
+def _press(page, cell, index: int, label: str, deadline: _Deadline) -> str | None:
+    """Press the button labelled ``label`` in the cell; None once the output changed and the kernel settled."""
+    button = cell.locator(".jp-OutputArea button.jupyter-button", has_text=label)
+    if not button.count():
+        return f"cell {index} is tagged '{PRESS_TAG_PREFIX}{label}' but shows no button labelled {label!r}"
+    before = _output_signature(cell)
+    button.first.click()
+    while not deadline.passed():
+        page.wait_for_timeout(500)
+        if _output_signature(cell) != before and _wait_until_settled(page, deadline):
+            page.wait_for_timeout(500)
+            return None
+    return f"pressing {label!r} in cell {index} did not change the output and settle in time"
 
 
 def _screenshots(page, main_index: int | None, stem: str, folder: Path) -> list[Path]:

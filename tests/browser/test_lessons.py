@@ -53,6 +53,15 @@ def test_lesson_works_in_jupyterlab(lesson, lab, browser, screenshot_dir, lesson
     lesson_reports.append(report)
     assert lab.running_kernels() == 0
     assert report.problems == [], report.describe()
+    if "Generate" in report.pressed_texts:  # the steering panel: both replies written, the label on the slider
+        texts = [" ".join(t.split()) for t in report.pressed_texts["Generate"]]
+        baseline = [t for t in texts if t.startswith("baseline ")]
+        steered = [t for t in texts if t.startswith("steered: feature")]
+        assert baseline and steered, f"no baseline and steered reply after Generate: {texts}"
+        assert len(baseline[0][len("baseline"):].strip()) > 10, f"the baseline reply is empty: {baseline[0]}"
+        assert len(steered[0].split("residual norm)", 1)[-1].strip()) > 10, f"the steered reply is empty: {steered[0]}"
+        assert f"clamped at {float(report.slider_value):g} × max" in steered[0], (report.slider_value, steered[0])
+        assert "press Generate" not in steered[0], steered[0]  # written at the slider's setting
     if os.environ.get("SAELAB_UPDATE_DOC_SCREENSHOTS") == "1":
         DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot_dir / f"{lesson.stem}-main-widget.png", DOC_SCREENSHOTS / f"{lesson.stem}.png")
