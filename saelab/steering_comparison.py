@@ -224,12 +224,14 @@ def dose_response(replies: Sequence[Reply]) -> list[DosePoint]:
 
 
 def best_settings(points: Sequence[DosePoint]) -> list[DosePoint]:
-    """Per method, the push with the most identity claims, then the most successes, then the lowest perplexity."""
+    """Per method, the push with the most identity claims, then the most successes, then the most replies on
+    topic, then the lowest perplexity."""
+    def rank(point: DosePoint) -> tuple:
+        return point.claims_identity, point.success, point.on_topic, -point.median_perplexity
+
     best: dict[str, DosePoint] = {}
     for point in points:
-        rank = (point.claims_identity, point.success, -point.median_perplexity)
-        held = best.get(point.method)
-        if held is None or rank > (held.claims_identity, held.success, -held.median_perplexity):
+        if point.method not in best or rank(point) > rank(best[point.method]):
             best[point.method] = point
     return list(best.values())
 

@@ -94,6 +94,9 @@ def test_dose_response_counts_each_proxy_and_best_settings_prefer_claims_then_su
     best = {p.method: p for p in steering_comparison.best_settings(points)}
     # Both clamp pushes claim identity in half or more; 1.0 claims more (1.0 vs 0.5), so it wins.
     assert best["clamp"].push == 1.0 and best["system"].on_topic == 0.5
+    # With no claims and no successes anywhere, the push with more replies on topic wins over a lower perplexity.
+    quiet = [_reply("add", 0.3, False, False, True, True, 3.0), _reply("add", 0.7, True, False, True, True, 20.0)]
+    assert steering_comparison.best_settings(steering_comparison.dose_response(quiet))[0].push == 0.7
 
 
 def test_bad_methods_and_sweeps_are_refused_in_one_line(lively_tiny_model, sae):
