@@ -316,10 +316,13 @@ def _press(page, cell, index: int, label: str, deadline: _Deadline) -> str | Non
         return f"cell {index} is tagged '{PRESS_TAG_PREFIX}{label}' but shows no button labelled {label!r}"
     before = _output_signature(cell)
     button.first.click()
+    changed, last, still_since = False, before, time.monotonic()
     while not deadline.passed():
         page.wait_for_timeout(500)
-        if _output_signature(cell) != before and _wait_until_settled(page, deadline):
-            page.wait_for_timeout(500)
+        now = _output_signature(cell)
+        if now != last:  # still being written (a streamed reply redraws after every token)
+            changed, last, still_since = True, now, time.monotonic()
+        elif changed and time.monotonic() - still_since > 3 and _wait_until_settled(page, deadline):
             return None
     return f"pressing {label!r} in cell {index} did not change the output and settle in time"
 
