@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from saelab import concepts, lm, pretrained, steering_comparison
+from saelab import concepts, lm, pretrained, steering_comparison, steering_search
 from saelab.steering_comparison import SELF_DESCRIPTION_PROMPTS
 
 CONCEPT_WORDS = ("bridge", "golden gate", "san francisco")
@@ -73,7 +73,7 @@ def main() -> None:
     positive, negative = contrastive_texts(8 if args.quick else 40)
     directions = steering_comparison.contrastive_directions(model, hooks, positive, negative)
     contrastive_seconds = time.perf_counter() - start
-    norms = steering_comparison.median_norms(model, sorted(set(hooks) | {hook}), prompts)
+    norms = steering_search.median_residual_norms(model, sorted(set(hooks) | {hook}), prompts)
     chosen, how = output_feature(args.sae_id)
     detected = pretrained.feature("golden_gate", args.sae_id)
     methods = steering_comparison.standard_methods(model, sae, output_feature=chosen, detection_feature=detected,

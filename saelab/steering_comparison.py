@@ -40,7 +40,7 @@ from saelab.features import check_feature
 from saelab.harvest import check_hook_name
 from saelab.sae import SAE
 from saelab.splice import check_sae_fits_model
-from saelab.steering_search import _mean_logprob, _row_clamp_hook
+from saelab.steering_search import mean_logprob, row_clamp_hook
 
 # The unsteered model's own greedy replies to these prompts read at a perplexity of about 2-4 to it.
 MAX_PERPLEXITY = 10.0
@@ -118,7 +118,7 @@ def _hooks(method: Method, pushes: Tensor, median_norm: float) -> list[lm.Hook]:
     if method.kind == "clamp":
         values = lengths / method.sae.W_dec[method.feature].detach().float().norm()
         ids = torch.full((len(pushes),), method.feature, dtype=torch.long)
-        return [(method.hook_name, partial(_row_clamp_hook, sae=method.sae, feature_ids=ids, values=values))]
+        return [(method.hook_name, partial(row_clamp_hook, sae=method.sae, feature_ids=ids, values=values))]
     if method.kind == "add":
         return [(method.hook_name, partial(_row_add_hook, direction=method.direction, lengths=lengths))]
     return []
@@ -156,7 +156,7 @@ def _perplexities(model, prompt_T: Tensor, replies: Sequence[Tensor]) -> list[fl
         tokens_BT[b, :len(prompt_T)] = prompt_T
         tokens_BT[b, len(prompt_T):len(prompt_T) + len(reply)] = reply
         scored_BT[b, len(prompt_T):len(prompt_T) + len(reply)] = True
-    logprob_B = iter(_mean_logprob(model, tokens_BT, scored_BT, []).tolist())
+    logprob_B = iter(mean_logprob(model, tokens_BT, scored_BT, []).tolist())
     return [math.exp(-next(logprob_B)) if r.numel() else math.nan for r in replies]
 
 
@@ -267,14 +267,3 @@ def standard_methods(model, sae: SAE, *, output_feature: int, detection_feature:
     methods += [add_method(f"contrastive vector at {name}", name, direction) for name, direction in contrastive.items()]
     return methods + [system_method(f"system prompt: {system!r}", system)]
 
-
-def median_norms(model, hook_names: Sequence[str], prompts: Sequence[str]) -> dict[str, float]:
-    """Per hook, the median residual norm over the chat-formatted ``prompts``, position 0 excluded (as
-    ``steering_search.median_residual_norm``): each method's yardstick for its push."""
-    rows: dict[str, list[Tensor]] = {name: [] for name in hook_names}
-    for prompt in prompts:
-        with torch.no_grad():
-            _, cache = model.run_with_cache(lm.chat_tokens(model, prompt), names_filter=list(hook_names))
-        for name in hook_names:
-            rows[name].append(cache[name][0, 1:].float().norm(dim=-1).cpu())  # position 0 is a sink
-    return {name: float(torch.cat(parts).median()) for name, parts in rows.items()}

@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 from saelab import lm, reply_checks
 from saelab.features import check_feature
 from saelab.files import write_json_atomic
-from saelab.harvest import collect_activations
 from saelab.sae import SAE
 from saelab.splice import check_sae_fits_model
 from saelab.steer import sae_hook_name
@@ -57,10 +56,21 @@ class Strength(NamedTuple):
     """The push length ``value * ||W_dec[f]||`` / the median residual norm at the hook."""
 
 
+def median_residual_norms(model, hook_names: Sequence[str], prompts: Sequence[str]) -> dict[str, float]:
+    """Per hook, the median activation norm over the chat-formatted ``prompts``, position 0 (a sink with a
+    huge norm) excluded, all hooks read in one forward pass per prompt: the yardstick for push lengths."""
+    rows: dict[str, list[Tensor]] = {name: [] for name in hook_names}
+    for prompt in prompts:
+        with torch.no_grad():
+            _, cache = model.run_with_cache(lm.chat_tokens(model, prompt), names_filter=list(hook_names))
+        for name in hook_names:
+            rows[name].append(cache[name][0, 1:].float().norm(dim=-1).cpu())
+    return {name: float(torch.cat(parts).median()) for name, parts in rows.items()}
+
+
 def median_residual_norm(model, hook_name: str, prompts: Sequence[str]) -> float:
-    """Median norm of the activation at ``hook_name`` over the chat-formatted ``prompts`` (BOS excluded)."""
-    rows = [collect_activations(model, hook_name, lm.chat_tokens(model, p), progress=False).float() for p in prompts]
-    return float(torch.cat(rows).norm(dim=-1).median())
+    """Median norm of the activation at ``hook_name`` over the chat-formatted ``prompts`` (position 0 excluded)."""
+    return median_residual_norms(model, [hook_name], prompts)[hook_name]
 
 
 def strength_for_push(sae: SAE, feature: int, push_fraction: float, median_norm: float,
@@ -106,7 +116,7 @@ def logit_effect_ranking(model, sae: SAE, concept_ids: Tensor) -> Float[Tensor, 
     return concept_F - average_F
 
 
-def _row_clamp_hook(activation: Tensor, hook, sae: SAE, feature_ids: Tensor, values: Tensor) -> Tensor:
+def row_clamp_hook(activation: Tensor, hook, sae: SAE, feature_ids: Tensor, values: Tensor) -> Tensor:
     """Clamp a different feature in each batch row (row b: feature_ids[b] held at values[b]); -1 leaves a row."""
     steered = feature_ids >= 0
     if not steered.any():
@@ -134,7 +144,7 @@ def _continuation_batch(model, prompt: str, continuations: Sequence[str]) -> tup
     return tokens_BT, scored_BT
 
 
-def _mean_logprob(model, tokens_BT: Tensor, scored_BT: Tensor, hooks) -> Float[Tensor, " batch"]:
+def mean_logprob(model, tokens_BT: Tensor, scored_BT: Tensor, hooks) -> Float[Tensor, " batch"]:
     """Mean log-probability per scored token of each row."""
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         logprobs_BTV = model(tokens_BT.to(model.cfg.device)).float().log_softmax(-1)[:, :-1]
@@ -172,13 +182,13 @@ def concept_gain(
     bar = tqdm(total=len(prompts) * passes_per_prompt, desc="concept gain", disable=not progress)
     for prompt in prompts:
         tokens_BT, scored_BT = _continuation_batch(model, prompt, continuations)
-        base_C = _mean_logprob(model, tokens_BT, scored_BT, [])
+        base_C = mean_logprob(model, tokens_BT, scored_BT, [])
         for start in range(0, len(ids), features_per_pass):
             chunk = ids[start:start + features_per_pass]
             row_ids = chunk.repeat_interleave(n_cont)
             row_values = values[start:start + features_per_pass].repeat_interleave(n_cont)
-            hook = partial(_row_clamp_hook, sae=sae, feature_ids=row_ids, values=row_values)
-            steered = _mean_logprob(model, tokens_BT.repeat(len(chunk), 1), scored_BT.repeat(len(chunk), 1),
+            hook = partial(row_clamp_hook, sae=sae, feature_ids=row_ids, values=row_values)
+            steered = mean_logprob(model, tokens_BT.repeat(len(chunk), 1), scored_BT.repeat(len(chunk), 1),
                                     [(name, hook)])
             gains[start:start + len(chunk)] += (steered.view(len(chunk), n_cont) - base_C).mean(-1)
             bar.update()
@@ -210,7 +220,7 @@ def reply_perplexity(model, prompt_tokens: Tensor, reply_tokens: Tensor) -> floa
     tokens_T = torch.cat([prompt_T, reply_tokens.to(prompt_T.device)])
     scored_T = torch.zeros(len(tokens_T), dtype=torch.bool)
     scored_T[len(prompt_T):] = True
-    return math.exp(-float(_mean_logprob(model, tokens_T[None], scored_T[None], [])[0]))
+    return math.exp(-float(mean_logprob(model, tokens_T[None], scored_T[None], [])[0]))
 
 
 def reply_scores(model, prompts: Sequence[str], hooks, *, concept_words: Sequence[str], identity_noun: str,
@@ -261,7 +271,7 @@ def reply_scan(model, sae: SAE, features: Sequence[int], prompt: str, push_fract
         strengths = [strength_for_push(sae, f, push_fraction, median_norm, float(max_activation[f]))
                      for f in chunk.tolist()]
         values = torch.tensor([s.value for s in strengths])
-        hook = partial(_row_clamp_hook, sae=sae, feature_ids=chunk, values=values)
+        hook = partial(row_clamp_hook, sae=sae, feature_ids=chunk, values=values)
         with torch.no_grad():
             new_BT = lm.generate(model, tokens.repeat(len(chunk), 1), max_new_tokens, fwd_hooks=[(name, hook)],
                                  threads=None)

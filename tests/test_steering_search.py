@@ -22,7 +22,7 @@ def test_each_row_gets_its_own_clamp_exactly_as_steer_clamps_it(tiny_model, sae)
     tokens = tiny_model.to_tokens(["The quick brown fox jumps", "The quick brown fox jumps", "In the beginning was"])
     ids, values = torch.tensor([3, 7, -1]), torch.tensor([2.0, 0.5, 0.0])
     with torch.no_grad():
-        rows = tiny_model.run_with_hooks(tokens, fwd_hooks=[(HOOK, partial(steering_search._row_clamp_hook, sae=sae,
+        rows = tiny_model.run_with_hooks(tokens, fwd_hooks=[(HOOK, partial(steering_search.row_clamp_hook, sae=sae,
                                                                            feature_ids=ids, values=values))])
         for b in range(2):
             alone = tiny_model.run_with_hooks(tokens[b:b + 1], fwd_hooks=steer.clamp_hooks(
@@ -55,8 +55,8 @@ def test_concept_gain_is_the_log_prob_change_measured_one_feature_at_a_time(tiny
         total = 0.0
         for prompt in prompts:
             tokens, scored = steering_search._continuation_batch(tiny_model, prompt, continuations)
-            base = steering_search._mean_logprob(tiny_model, tokens, scored, [])
-            steered = steering_search._mean_logprob(tiny_model, tokens, scored,
+            base = steering_search.mean_logprob(tiny_model, tokens, scored, [])
+            steered = steering_search.mean_logprob(tiny_model, tokens, scored,
                                                     steer.clamp_hooks(tiny_model, sae, {feature: value}))
             total += float((steered - base).mean())
         expected.append(total / len(prompts))
