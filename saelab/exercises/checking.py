@@ -26,6 +26,17 @@ def run_learner_function(fn: Callable, *args: Any, name: str | None = None, **kw
         raise ExerciseError(f"{label} raised {type(error).__name__}: {error}") from error
 
 
+def one_number(actual: Any, name: str, hint: str = "") -> torch.Tensor:
+    """The learner's scalar answer as a 0-d tensor (a Python number is accepted); anything with more than one
+    element is an ``ExerciseError`` naming its shape and, when given, what to reduce over (``hint``)."""
+    if isinstance(actual, (int, float)):
+        return torch.tensor(float(actual))
+    if isinstance(actual, torch.Tensor) and actual.numel() != 1:
+        raise ExerciseError(f"{name} should return one number, got shape {tuple(actual.shape)}"
+                            + (f": {hint}" if hint else ""))
+    return actual.reshape(()) if isinstance(actual, torch.Tensor) else actual
+
+
 def check_close(
     actual: Any,
     expected: torch.Tensor,

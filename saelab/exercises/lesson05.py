@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
+from saelab.exercises.checking import ExerciseError, check_close, checker, one_number, run_learner_function
 from saelab.exercises.lesson04 import explain_prediction, letter_of
 
 
@@ -88,13 +88,7 @@ def check_normalisation_scale(normalisation_scale) -> None:
     acts = torch.randn(400, 24, generator=g) * (1 + 5 * torch.rand(400, 1, generator=g)) + 3.0
     expected = reference_normalisation_scale(acts)
     actual = run_learner_function(normalisation_scale, acts.clone(), name="normalisation_scale")
-    if isinstance(actual, (int, float)):
-        actual = torch.tensor(float(actual))
-    if isinstance(actual, torch.Tensor) and actual.numel() != 1:
-        raise ExerciseError(f"normalisation_scale should return one number, got shape {tuple(actual.shape)}: "
-                            "average the squared norms over all rows")
-    if isinstance(actual, torch.Tensor):
-        actual = actual.reshape(())
+    actual = one_number(actual, "normalisation_scale", "average the squared norms over all rows")
     mean_sq = acts.pow(2).sum(-1).mean()
     check_close(actual, expected, what="normalisation_scale(acts)", rtol=1e-4, hints=[
         (mean_sq.sqrt(), ("that is the typical norm itself; the scale is its inverse (multiplying by it must "
@@ -153,13 +147,7 @@ def check_fvu(fvu) -> None:
     x_hat = x + torch.randn(300, 12, generator=g) * 0.8
     expected = reference_fvu(x, x_hat)
     actual = run_learner_function(fvu, x.clone(), x_hat.clone(), name="fvu")
-    if isinstance(actual, (int, float)):
-        actual = torch.tensor(float(actual))
-    if isinstance(actual, torch.Tensor) and actual.numel() != 1:
-        raise ExerciseError(f"fvu should return one number, got shape {tuple(actual.shape)}: sum the squared "
-                            "errors over tokens and dimensions before dividing")
-    if isinstance(actual, torch.Tensor):
-        actual = actual.reshape(())
+    actual = one_number(actual, "fvu", "sum the squared errors over tokens and dimensions before dividing")
     error = (x - x_hat).pow(2)
     check_close(actual, expected, what="fvu(x, x_hat)", rtol=1e-4, hints=[
         (error.sum() / x.pow(2).sum(), ("centre the denominator: the variance is measured around the mean of x, "
@@ -187,13 +175,7 @@ def check_l0(l0) -> None:
     codes[:, 0] = 5.0  # one always-on latent with large values
     expected = reference_l0(codes)
     actual = run_learner_function(l0, codes.clone(), name="l0")
-    if isinstance(actual, (int, float)):
-        actual = torch.tensor(float(actual))
-    if isinstance(actual, torch.Tensor) and actual.numel() != 1:
-        raise ExerciseError(f"l0 should return one number, got shape {tuple(actual.shape)}: average the per-token "
-                            "counts over tokens")
-    if isinstance(actual, torch.Tensor):
-        actual = actual.reshape(())
+    actual = one_number(actual, "l0", "average the per-token counts over tokens")
     check_close(actual, expected, what="l0(codes)", rtol=1e-5, hints=[
         (codes.sum(-1).mean(), ("this is the mean *sum* of activations (an L1 norm); L0 counts the non-zero "
                                "latents")),
@@ -220,12 +202,7 @@ def check_dead_fraction(dead_fraction) -> None:
     codes[3, 2] = 0.7  # latent 2 fires once: rare, not dead
     expected = reference_dead_fraction(codes)
     actual = run_learner_function(dead_fraction, codes.clone(), name="dead_fraction")
-    if isinstance(actual, (int, float)):
-        actual = torch.tensor(float(actual))
-    if isinstance(actual, torch.Tensor) and actual.numel() != 1:
-        raise ExerciseError(f"dead_fraction should return one number, got shape {tuple(actual.shape)}")
-    if isinstance(actual, torch.Tensor):
-        actual = actual.reshape(())
+    actual = one_number(actual, "dead_fraction")
     fired = (codes > 0).sum(0)
     check_close(actual, expected, what="dead_fraction(codes)", rtol=1e-5, hints=[
         ((codes == 0).float().mean(), ("this is the fraction of zero *entries*; a latent is dead when it is zero on "
