@@ -15,11 +15,10 @@ import json
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +27,33 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-ARCHITECTURES = ("relu", "topk", "jumprelu")
-# SAELens calls the ReLU + L1 SAE "standard"; the other two names agree.
-SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
-FROM_SAELENS_ARCHITECTURE = {v: k for k, v in SAELENS_ARCHITECTURE.items()}
+Architecture = Literal["relu", "topk", "jumprelu"]
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 CONFIG_FILE, WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors"
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What an architecture does differently; the one place code asks "which architecture is this?"."""
+
+    saelens_name: str
+    """The name in SAELens's cfg.json (SAELens calls the ReLU + L1 SAE "standard")."""
+    top_k: bool
+    """Keeps the k largest pre-activations per row: needs ``k``; trains with AuxK, may nest (Matryoshka)."""
+    threshold: bool
+    """Has a learned per-latent threshold (a ``threshold`` parameter, an L0 penalty)."""
+    unit_decoder: bool
+    """Default of ``normalize_decoder``: an L1 weighted by decoder norms (relu) needs no unit rows."""
+    resample_dead: bool
+    """The trainer resamples dead latents (relu only: TopK has AuxK, JumpReLU its learned threshold)."""
+
+
+TRAITS: dict[Architecture, Traits] = {
+    "relu": Traits("standard", top_k=False, threshold=False, unit_decoder=False, resample_dead=True),
+    "topk": Traits("topk", top_k=True, threshold=False, unit_decoder=True, resample_dead=False),
+    "jumprelu": Traits("jumprelu", top_k=False, threshold=True, unit_decoder=True, resample_dead=False),
+}
+FROM_SAELENS_ARCHITECTURE = {traits.saelens_name: name for name, traits in TRAITS.items()}
 
 
 @dataclass
@@ -43,7 +64,7 @@ class SAEConfig:
     """Width of the activations it reads (e.g. d_model, or d_hidden of a toy model)."""
     d_sae: int
     """Number of latents (dictionary size); usually several times ``d_in``."""
-    architecture: str = "relu"
+    architecture: Architecture = "relu"
     """``relu`` (ReLU + decoder-norm-weighted L1), ``topk`` (keep the k largest) or ``jumprelu`` (learned threshold)."""
     k: int | None = None
     """TopK only: active latents per row (1 <= k <= d_sae)."""
@@ -78,9 +99,9 @@ class SAEConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.architecture not in ARCHITECTURES:
+        if self.architecture not in ARCHITECTURES:  # a tuple, so an unhashable value gets this error too
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}; got {self.architecture!r}")
-        if self.architecture == "topk":
+        if self.traits.top_k:
             if self.k is None or isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.d_sae:
                 raise ValueError(f"k must be an integer with 1 <= k <= d_sae={self.d_sae} for a topk SAE, got {self.k!r}")
             if self.aux_k is None:
@@ -91,7 +112,7 @@ class SAEConfig:
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or self.d_sae % 2 ** (groups - 1):
             raise ValueError(f"matryoshka_groups must be an integer >= 1 with d_sae={self.d_sae} divisible by "
                              f"2**(groups - 1), got {groups!r}")
-        if groups > 1 and self.architecture != "topk":
+        if groups > 1 and not self.traits.top_k:
             raise ValueError(f"matryoshka_groups > 1 needs a topk SAE, got architecture={self.architecture!r}")
         for name in ("l1_coefficient", "l0_coefficient", "aux_k_coefficient"):
             value = getattr(self, name)
@@ -102,12 +123,17 @@ class SAEConfig:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.normalize_decoder is None:
-            self.normalize_decoder = self.architecture != "relu"
+            self.normalize_decoder = self.traits.unit_decoder
+
+    @property
+    def traits(self) -> Traits:
+        """What this architecture does differently (see :data:`TRAITS`)."""
+        return TRAITS[self.architecture]
 
     def to_saelens_dict(self) -> dict[str, Any]:
         """The ``cfg.json`` content: SAELens's keys first, saelab's training settings under ``metadata``."""
         out: dict[str, Any] = {
-            "architecture": SAELENS_ARCHITECTURE[self.architecture],
+            "architecture": self.traits.saelens_name,
             "d_in": self.d_in,
             "d_sae": self.d_sae,
             "dtype": "float32",
@@ -116,7 +142,7 @@ class SAEConfig:
             "normalize_activations": "none",
             "reshape_activations": "none",
         }
-        if self.architecture == "topk":
+        if self.traits.top_k:
             out["k"] = self.k
             out["rescale_acts_by_decoder_norm"] = False
         saelab = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -156,9 +182,7 @@ class SAEOutput(NamedTuple):
     reconstruction: Float[Tensor, "batch d_in"]
     """The decoded input, ``feature_acts @ W_dec + b_dec``."""
     feature_acts: Float[Tensor, "batch d_sae"]
-    """Latent activations (zero outside each row's k winners for TopK). Dense, unless ``forward`` was asked for
-    ``dense_feature_acts=False`` on a TopK SAE: then a sparse CSR tensor of the same shape, k entries per row
-    (the trainer does this, to skip writing a (batch, d_sae) matrix of zeros every step)."""
+    """Latent activations, a dense tensor (zero outside each row's k winners for TopK)."""
     loss: Float[Tensor, ""]
     """``mse + sparsity_loss + aux_loss``."""
     mse: Float[Tensor, ""]
@@ -171,39 +195,42 @@ class SAEOutput(NamedTuple):
     """Which latents were active on at least one row of the batch (the trainer's dead-latent bookkeeping)."""
 
 
-class _JumpReLU(torch.autograd.Function):
-    """f = pre * H(pre - threshold); the threshold learns through a rectangle-kernel straight-through estimator."""
+class SAELoss(NamedTuple):
+    """What ``SAE.loss`` returns: ``SAEOutput`` without the dense codes, for the trainer (a TopK SAE then never
+    writes a (batch, d_sae) matrix of zeros)."""
+
+    reconstruction: Float[Tensor, "batch d_in"]
+    loss: Float[Tensor, ""]
+    mse: Float[Tensor, ""]
+    sparsity_loss: Float[Tensor, ""]
+    aux_loss: Float[Tensor, ""]
+    fired: Bool[Tensor, "d_sae"]
+    active_values: Float[Tensor, "batch n"]
+    """Every code value that can be non-zero (detached): the k winners' values per row (TopK), else all d_sae
+    codes. Codes are >= 0, so the number of positive entries over rows is L0."""
+
+
+class _ThresholdStep(torch.autograd.Function):
+    """JumpReLU's two threshold functions: ``pre * H(pre - threshold)`` (``gate=True``, the codes) or
+    ``H(pre - threshold)`` (the L0 count). The step has no gradient; the threshold learns through a
+    rectangle-kernel straight-through estimator of width ``bandwidth`` (Rajamanoharan et al. 2024)."""
 
     @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
+    def forward(ctx, pre, threshold, bandwidth, gate):
         ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return pre * (pre > threshold)
+        ctx.bandwidth, ctx.gate = bandwidth, gate
+        return pre * (pre > threshold) if gate else (pre > threshold).to(pre.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         pre, threshold = ctx.saved_tensors
         bw = ctx.bandwidth
         near = ((pre - threshold).abs() < bw / 2).to(pre.dtype)
-        grad_threshold = (-(threshold / bw) * near * grad_out).sum(0)
-        return grad_out * (pre > threshold), grad_threshold, None
-
-
-class _Step(torch.autograd.Function):
-    """H(pre - threshold), with the same straight-through gradient for the threshold (the L0 penalty)."""
-
-    @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return (pre > threshold).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        pre, threshold = ctx.saved_tensors
-        bw = ctx.bandwidth
-        near = ((pre - threshold).abs() < bw / 2).to(pre.dtype)
-        return None, (-(1.0 / bw) * near * grad_out).sum(0), None
+        # d/dθ of θ·H(pre - θ) is -θ·δ, of H(pre - θ) is -δ; δ is estimated by the kernel near / bw.
+        height = threshold if ctx.gate else 1.0
+        grad_threshold = (-(height / bw) * near * grad_out).sum(0)
+        grad_pre = grad_out * (pre > threshold) if ctx.gate else None
+        return grad_pre, grad_threshold, None, None
 
 
 class SAE(nn.Module):
@@ -223,7 +250,7 @@ class SAE(nn.Module):
         self.W_enc = nn.Parameter(W_dec_FD.t().clone())
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
-        if cfg.architecture == "jumprelu":
+        if cfg.traits.threshold:
             self.threshold = nn.Parameter(torch.full((cfg.d_sae,), cfg.jumprelu_init_threshold))
 
     # ----------------------------------------------------------------- the model
@@ -255,13 +282,15 @@ class SAE(nn.Module):
         """Feature activations of ``x`` (dense tensor, mostly zeros)."""
         self._check_input(x)
         pre = self.pre_activations(x)
-        arch = self.cfg.architecture
-        if arch == "relu":
-            return pre.relu()
-        if arch == "jumprelu":
-            return _JumpReLU.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
-        values, idx = self._topk(pre)
-        return torch.zeros_like(pre).scatter_(-1, idx, values)
+        if self.cfg.traits.top_k:
+            values, idx = self._topk(pre)
+            return torch.zeros_like(pre).scatter_(-1, idx, values)
+        return self._dense_codes(pre)
+
+    def _dense_codes(self, pre: Tensor) -> Tensor:
+        if self.cfg.traits.threshold:
+            return _ThresholdStep.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth, True)
+        return pre.relu()
 
     def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
         """Reconstruction ``f @ W_dec + b_dec``."""
@@ -277,61 +306,61 @@ class SAE(nn.Module):
         return F.embedding_bag(idx_BK, self.W_dec, per_sample_weights=values_BK, mode="sum") + self.b_dec
 
     def forward(self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None,
-                sparsity_scale: float = 1.0, dense_feature_acts: bool = True,
-                batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAEOutput:
-        """Encode, decode and compute the training loss.
+                sparsity_scale: float = 1.0, batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAEOutput:
+        """Encode, decode and compute the training loss; the arguments are :meth:`loss`'s."""
+        losses, codes_BF = self._losses(x, dead_mask, sparsity_scale, batch_mean, dense_codes=True)
+        return SAEOutput(losses.reconstruction, codes_BF.reshape(*x.shape[:-1], self.cfg.d_sae), *losses[1:6])
+
+    def loss(self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None,
+             sparsity_scale: float = 1.0, batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAELoss:
+        """The training loss of ``x``, without building the dense codes (the trainer's step).
 
         ``dead_mask`` (d_sae bools, latents that have not fired for a while) feeds TopK's AuxK loss;
         ``sparsity_scale`` multiplies the sparsity penalty (the trainer warms it up from 0 to 1);
         ``batch_mean`` turns this batch's mean of a statistic into the mean over the whole batch when the batch
         is split over processes (the AuxK loss's normaliser; see :mod:`saelab.distributed`).
         """
+        return self._losses(x, dead_mask, sparsity_scale, batch_mean, dense_codes=False)[0]
+
+    def _losses(self, x: Tensor, dead_mask: Tensor | None, sparsity_scale: float,
+                batch_mean: Callable[[Tensor], Tensor] | None, dense_codes: bool) -> tuple[SAELoss, Tensor | None]:
         self._check_input(x)
         cfg, zero = self.cfg, x.new_zeros(())
         x_BD = x.reshape(-1, cfg.d_in)
         pre_BF = self.pre_activations(x_BD)
-        aux, nested_mse = zero, None
-        if cfg.architecture == "topk":
+        aux, nested_mse, f_BF = zero, None, None
+        if cfg.traits.top_k:
             values_BK, idx_BK = self._topk(pre_BF)
             recon_BD = self.decode_sparse(values_BK, idx_BK)
             if cfg.matryoshka_groups > 1:
                 nested_mse = self._matryoshka_mse(x_BD, values_BK, idx_BK, recon_BD)
             # Codes for the output are built without autograd: the gradient flows through the k winners only.
             with torch.no_grad():
-                if dense_feature_acts:
+                active = values_BK.detach()
+                if dense_codes:
                     f_BF = torch.zeros_like(pre_BF).scatter_(-1, idx_BK, values_BK)
-                else:  # CSR: every row holds exactly k entries, so the row pointers are a plain range
-                    crow = torch.arange(0, idx_BK.numel() + 1, cfg.k, device=idx_BK.device)
-                    with warnings.catch_warnings():  # torch calls CSR "beta"; building one is all we do
-                        warnings.simplefilter("ignore", UserWarning)
-                        f_BF = torch.sparse_csr_tensor(crow, idx_BK.flatten(), values_BK.detach().flatten(),
-                                                       pre_BF.shape, device=idx_BK.device,
-                                                       check_invariants=False)
                 # A latent fired if some row gave it a positive value (bincount sums the values per latent).
-                fired_F = torch.bincount(idx_BK.flatten(), weights=values_BK.detach().flatten(),
-                                         minlength=cfg.d_sae) > 0
+                fired_F = torch.bincount(idx_BK.flatten(), weights=active.flatten(), minlength=cfg.d_sae) > 0
             sparsity = zero
             if dead_mask is not None and cfg.aux_k_coefficient > 0 and bool(dead_mask.any()):
                 aux = cfg.aux_k_coefficient * self._aux_k_loss(x_BD - recon_BD.detach(), pre_BF, dead_mask,
                                                                batch_mean)
         else:
-            if cfg.architecture == "relu":
-                f_BF = pre_BF.relu()
+            f_BF = self._dense_codes(pre_BF)
+            if cfg.traits.threshold:
+                counts_F = _ThresholdStep.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth, False).sum(0)
+                sparsity = sparsity_scale * cfg.l0_coefficient * counts_F.sum() / x_BD.shape[0]
+                fired_F = counts_F.detach() > 0
+            else:
                 # sum_b sum_i f_bi ||W_dec_i|| as (sum over batch first) . norms: one pass over the codes, not two.
                 f_sum_F = f_BF.sum(0)
                 sparsity = sparsity_scale * cfg.l1_coefficient * (f_sum_F @ self.W_dec.norm(dim=1)) / x_BD.shape[0]
                 fired_F = f_sum_F.detach() > 0
-            else:
-                f_BF = _JumpReLU.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth)
-                counts_F = _Step.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth).sum(0)
-                sparsity = sparsity_scale * cfg.l0_coefficient * counts_F.sum() / x_BD.shape[0]
-                fired_F = counts_F.detach() > 0
             recon_BD = torch.addmm(self.b_dec, f_BF, self.W_dec)
+            active = f_BF.detach()
         mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
         loss = (mse if nested_mse is None else nested_mse) + sparsity + aux
-        if f_BF.layout == torch.strided:
-            f_BF = f_BF.reshape(*x.shape[:-1], cfg.d_sae)
-        return SAEOutput(recon_BD.reshape(x.shape), f_BF, loss, mse, sparsity, aux, fired_F)
+        return SAELoss(recon_BD.reshape(x.shape), loss, mse, sparsity, aux, fired_F, active), f_BF
 
     def _matryoshka_mse(self, x_BD: Tensor, values_BK: Tensor, idx_BK: Tensor, recon_BD: Tensor) -> Tensor:
         """Mean over the nested prefixes of the reconstruction error using only the winners inside each prefix.

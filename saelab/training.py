@@ -285,7 +285,7 @@ def train_sae(
     # Logging reads the whole (batch, d_sae) code matrix once more: at most ~100 points, at least 10 steps apart.
     log_every = log_every or max(10, steps // 100)
     if resample_at is None:
-        resample_at = (0.25, 0.5) if cfg.architecture == "relu" else ()
+        resample_at = (0.25, 0.5) if cfg.traits.resample_dead else ()
     resample_steps = {int(f * steps) for f in resample_at if 0 < f < 1}
     dead_after = dead_after_rows or max(min(steps * batch_size // 5, 1_000_000), batch_size)
     rows_since_fired_F = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
@@ -316,9 +316,8 @@ def train_sae(
             dead_F = rows_since_fired_F >= dead_after
             with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                                 enabled=autocast_dtype is not None):
-                out = sae(x_BD, dead_mask=dead_F if cfg.architecture == "topk" else None,
-                          sparsity_scale=min(1.0, (step + 1) / sparsity_warmup), dense_feature_acts=False,
-                          batch_mean=batch_mean)
+                out = sae.loss(x_BD, dead_mask=dead_F if cfg.traits.top_k else None,
+                               sparsity_scale=min(1.0, (step + 1) / sparsity_warmup), batch_mean=batch_mean)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             fired_F = distributed.average_gradients_(parameters, out.fired)
@@ -330,11 +329,11 @@ def train_sae(
             with torch.no_grad():
                 if cfg.normalize_decoder:
                     sae.normalize_decoder_()
-                if cfg.architecture == "jumprelu":
+                if cfg.traits.threshold:
                     sae.threshold.clamp_(min=1e-6)
                 rows_since_fired_F += x_BD.shape[0] * world
                 rows_since_fired_F.masked_fill_(fired_F, 0)
-                if step in resample_steps and cfg.architecture == "relu":
+                if step in resample_steps and cfg.traits.resample_dead:
                     n = _resample_dead(sae, opt, rows_since_fired_F >= dead_after, x_BD, out.reconstruction,
                                        sae_gen)
                     if n and world > 1:  # every rank resampled from its own rows: rank 0's choice wins
@@ -384,9 +383,8 @@ def _log(history: TrainHistory, step: int, out, x_BD: Tensor, dead_F: Tensor, lr
     history.mse.append(float(out.mse))
     history.sparsity_loss.append(float(out.sparsity_loss))
     history.aux_loss.append(float(out.aux_loss))
-    codes = out.feature_acts.values() if out.feature_acts.layout == torch.sparse_csr else out.feature_acts
     # Codes are >= 0, so sign() is 1 exactly where a latent fires; on CPU this beats count_nonzero many-fold.
-    history.l0.append(float(codes.sign().sum()) / x_BD.shape[0])
+    history.l0.append(float(out.active_values.sign().sum()) / x_BD.shape[0])
     history.fvu.append(float(out.mse / variance.clamp_min(1e-12)))
     history.dead_fraction.append(float(dead_F.float().mean()))
     history.lr.append(lr)
