@@ -15,6 +15,7 @@ import json
 import math
 import os
 import tempfile
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from saelab.harvest import check_hook_name
+
 Architecture = Literal["relu", "topk", "jumprelu"]
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 CONFIG_FILE, WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors"
+# Provenance SAELens keeps in cfg.json's ``metadata``; here they are SAEConfig fields.
+PROVENANCE = ("model_name", "hook_name")
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,13 @@ class SAEConfig:
     normalize_decoder: bool | None = None
     """Keep decoder rows at unit norm while training (default: True for topk/jumprelu, False for relu,
     whose L1 is weighted by the decoder norms instead)."""
+    hook_name: str | None = None
+    """The hook point the SAE reads, e.g. ``"blocks.15.hook_resid_post"``; calls that take an SAE use it.
+    None for an SAE on a toy model or of unknown origin (those calls then need ``hook_name=``)."""
+    model_name: str | None = None
+    """The model whose activations it was trained on (``model.cfg.model_name``), for the record."""
     metadata: dict[str, Any] = field(default_factory=dict)
-    """Free-form provenance (model name, hook name, ...) kept in ``cfg.json`` under SAELens's ``metadata`` key."""
+    """Other free-form provenance (context size, ...) kept in ``cfg.json`` under SAELens's ``metadata`` key."""
 
     def __post_init__(self) -> None:
         for name in ("d_in", "d_sae"):
@@ -101,6 +111,19 @@ class SAEConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.architecture not in ARCHITECTURES:  # a tuple, so an unhashable value gets this error too
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}; got {self.architecture!r}")
+        if not isinstance(self.metadata, dict):
+            raise ValueError(f"metadata must be a dict, got {type(self.metadata).__name__}")
+        # Provenance given the old way (in metadata) moves to its field, so there is one place to read it.
+        self.metadata = dict(self.metadata)
+        for name in PROVENANCE:
+            recorded = self.metadata.pop(name, None)
+            if getattr(self, name) is None:
+                setattr(self, name, recorded)
+            elif recorded is not None and recorded != getattr(self, name):
+                raise ValueError(f"{name}={getattr(self, name)!r} disagrees with metadata[{name!r}]={recorded!r}")
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
         if self.traits.top_k:
             if self.k is None or isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.d_sae:
                 raise ValueError(f"k must be an integer with 1 <= k <= d_sae={self.d_sae} for a topk SAE, got {self.k!r}")
@@ -130,6 +153,12 @@ class SAEConfig:
         """What this architecture does differently (see :data:`TRAITS`)."""
         return TRAITS[self.architecture]
 
+    def provenance(self) -> dict[str, Any]:
+        """``model_name``, ``hook_name`` (where known) and ``metadata``, as SAELens keeps them in one dict."""
+        # Written there in cfg.json, so SAELens's tools read our files and we read theirs.
+        recorded = {name: getattr(self, name) for name in PROVENANCE if getattr(self, name) is not None}
+        return {**recorded, **self.metadata}
+
     def to_saelens_dict(self) -> dict[str, Any]:
         """The ``cfg.json`` content: SAELens's keys first, saelab's training settings under ``metadata``."""
         out: dict[str, Any] = {
@@ -146,8 +175,9 @@ class SAEConfig:
             out["k"] = self.k
             out["rescale_acts_by_decoder_norm"] = False
         saelab = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                  if f.name not in ("d_in", "d_sae", "architecture", "k", "apply_b_dec_to_input", "metadata")}
-        out["metadata"] = {**self.metadata, "saelab": saelab}
+                  if f.name not in ("d_in", "d_sae", "architecture", "k", "apply_b_dec_to_input", "metadata",
+                                    *PROVENANCE)}
+        out["metadata"] = {**self.provenance(), "saelab": saelab}
         return out
 
     @classmethod
@@ -169,7 +199,7 @@ class SAEConfig:
         saelab = metadata.pop("saelab", {}) or {}
         if not isinstance(saelab, dict):
             raise ValueError(f"{source}: metadata.saelab must be an object")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - set(PROVENANCE)
         settings = {k: v for k, v in saelab.items() if k in known}
         return cls(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=FROM_SAELENS_ARCHITECTURE[arch],
                    k=raw.get("k"), apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
@@ -233,6 +263,17 @@ class _ThresholdStep(torch.autograd.Function):
         return grad_pre, grad_threshold, None, None
 
 
+def check_feature_index(d_sae: int, feature: int) -> int:
+    """``feature`` as a Python int in ``0..d_sae - 1``, or a one-line error naming the allowed range."""
+    try:
+        index = None if isinstance(feature, (bool, float)) else operator.index(feature)
+    except TypeError:
+        index = None
+    if index is None or not 0 <= index < d_sae:
+        raise ValueError(f"feature must be an integer in 0..{d_sae - 1}, got {feature!r}")
+    return index
+
+
 class SAE(nn.Module):
     """A sparse autoencoder with SAELens's parameter names: W_enc, b_enc, W_dec, b_dec (+ threshold)."""
 
@@ -252,6 +293,35 @@ class SAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         if cfg.traits.threshold:
             self.threshold = nn.Parameter(torch.full((cfg.d_sae,), cfg.jumprelu_init_threshold))
+
+    # ----------------------------------------------------------------- what it reads, and checks on it
+    @property
+    def hook_name(self) -> str:
+        """The hook point this SAE reads (``cfg.hook_name``)."""
+        if self.cfg.hook_name is None:
+            raise ValueError("this SAE does not record the hook point it reads: pass hook_name=... to the call, "
+                             "or set sae.cfg.hook_name")
+        return self.cfg.hook_name
+
+    def check_feature(self, feature: int) -> int:
+        """``feature`` as a Python int, or a one-line error naming the allowed range (numpy/torch integers too)."""
+        return check_feature_index(self.cfg.d_sae, feature)
+
+    def check_width(self, model) -> None:
+        """Refuse a model whose residual width is not this SAE's ``d_in``."""
+        if self.cfg.d_in != model.cfg.d_model:
+            raise ValueError(f"the SAE reads d_in={self.cfg.d_in} but the model's d_model is {model.cfg.d_model}: "
+                             "it was trained on another model")
+
+    def check_fits(self, model, hook_name: str | None = None) -> str:
+        """Refuse a model (or a ``hook_name`` override) this SAE was not trained on, naming both sides;
+        return the hook point to read: ``hook_name`` if given, else the SAE's own."""
+        name = self.hook_name if hook_name is None else hook_name
+        check_hook_name(model, name)
+        self.check_width(model)
+        if self.cfg.hook_name is not None and self.cfg.hook_name != name:
+            raise ValueError(f"the SAE was trained on {self.cfg.hook_name!r}, not on hook_name={name!r}")
+        return name
 
     # ----------------------------------------------------------------- the model
     def _check_input(self, x: Tensor) -> None:

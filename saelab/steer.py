@@ -28,27 +28,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saelab import lm, streaming
-from saelab.features import check_feature
+from saelab import deprecated, lm, streaming
 from saelab.harvest import check_hook_name, collect_activations
 from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model
 from saelab.streaming import StreamedToken
-
-
-def sae_hook_name(sae: SAE, hook_name: str | None = None) -> str:
-    """The hook point the SAE reads: given, or recorded in its config (``metadata.hook_name``)."""
-    name = hook_name or sae.cfg.metadata.get("hook_name")
-    if name is None:
-        raise ValueError("hook_name is needed: this SAE does not record the hook it was trained on")
-    return name
 
 
 def _checked_clamps(sae: SAE, clamps: Mapping[int, float]) -> tuple[Tensor, Tensor]:
     if not clamps:
         raise ValueError("clamps is empty: give {feature: value, ...}")
     for feature, value in clamps.items():
-        check_feature(sae, feature)
+        sae.check_feature(feature)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"clamp value for feature {feature} must be a finite number, got {value!r}")
     ids = torch.tensor(list(clamps), dtype=torch.long)
@@ -69,21 +59,24 @@ def add_hook(activation: Tensor, hook, direction: Tensor, alpha: float) -> Tenso
 
 
 @contextlib.contextmanager
-def clamp(model, sae: SAE, clamps: Mapping[int, float], hook_name: str | None = None) -> Iterator[None]:
+def clamp(model, sae: SAE, clamps: Mapping[int, float], *old_shape, hook_name: str | None = None
+          ) -> Iterator[None]:
     """Within the block, every forward pass runs with the features in ``clamps`` held at their values.
 
         with steer.clamp(model, sae, {feature: 2.0 * max_activation}):
             print(lm.chat(model, "What is your physical form?"))
     """
-    with torch.no_grad(), model.hooks(fwd_hooks=clamp_hooks(model, sae, clamps, hook_name)):
+    hook_name = deprecated.positional_hook("steer.clamp(model, sae, clamps)", old_shape, hook_name)
+    with torch.no_grad(), model.hooks(fwd_hooks=clamp_hooks(model, sae, clamps, hook_name=hook_name)):
         yield
 
 
-def clamp_hooks(model, sae: SAE, clamps: Mapping[int, float], hook_name: str | None = None) -> list[lm.Hook]:
+def clamp_hooks(model, sae: SAE, clamps: Mapping[int, float], *old_shape, hook_name: str | None = None
+                ) -> list[lm.Hook]:
     """The checked ``(hook_name, fn)`` pair that :func:`clamp` installs, for ``run_with_hooks``, ``lm.generate``
-    or a stream (``streaming.stream_generate(..., fwd_hooks=...)``)."""
-    name = sae_hook_name(sae, hook_name)
-    check_sae_fits_model(model, sae, name)
+    or a stream (``streaming.stream_generate(..., fwd_hooks=...)``); at the SAE's hook unless ``hook_name``."""
+    hook_name = deprecated.positional_hook("steer.clamp_hooks(model, sae, clamps)", old_shape, hook_name)
+    name = sae.check_fits(model, hook_name)
     ids, values = _checked_clamps(sae, clamps)
     return [(name, partial(clamp_hook, sae=sae, feature_ids=ids, values=values))]
 
@@ -145,7 +138,7 @@ def steering_hooks(
     if clamps is not None:
         if sae is None:
             raise ValueError("clamps need the sae whose features they name")
-        return clamp_hooks(model, sae, clamps, hook_name)
+        return clamp_hooks(model, sae, clamps, hook_name=hook_name)
     if hook_name is None:
         raise ValueError("additive steering needs hook_name")
     return add_hooks(model, hook_name, direction, alpha)

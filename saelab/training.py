@@ -220,6 +220,7 @@ def train_sae(
     if autocast_dtype not in (None, torch.bfloat16):
         raise ValueError(f"autocast_dtype must be None or torch.bfloat16 (float16 would need loss scaling), "
                          f"got {autocast_dtype!r}")
+    _record_provenance(sae, activations)
     if device is None:
         device = activations.device if isinstance(activations, Tensor) else sae.W_enc.device
     device = torch.device(device)
@@ -355,6 +356,18 @@ def train_sae(
         if scale != 1.0:
             _fold_scale(sae, scale)
     return history
+
+
+def _record_provenance(sae: SAE, activations) -> None:
+    """Activations harvested to disk (an ActivationStore, or ShardBatches over one) name their hook point and
+    model: an SAE that records none takes them, so later calls read the hook it was trained on."""
+    store = getattr(activations, "store", activations)
+    recorded = getattr(store, "metadata", None)
+    if not isinstance(recorded, dict):
+        return
+    for name, key in (("hook_name", "hook_name"), ("model_name", "model")):
+        if getattr(sae.cfg, name) is None and isinstance(recorded.get(key), str):
+            setattr(sae.cfg, name, recorded[key])
 
 
 def _adam_moments(opt: torch.optim.Optimizer, parameters: list[Tensor]) -> list[Tensor]:

@@ -183,6 +183,21 @@ def test_decoder_gradient_loses_only_its_norm_changing_part():
     assert torch.allclose(sae.W_dec.grad, before - parallel, atol=1e-6)
 
 
+def test_provenance_given_in_metadata_moves_to_its_field():
+    cfg = SAEConfig(4, 8, metadata={"hook_name": "blocks.0.hook_resid_post", "model_name": "m", "other": 1})
+    assert (cfg.hook_name, cfg.model_name, cfg.metadata) == ("blocks.0.hook_resid_post", "m", {"other": 1})
+    assert SAE(cfg).hook_name == "blocks.0.hook_resid_post"
+    with pytest.raises(ValueError, match="hook_name='a' disagrees with metadata\\['hook_name'\\]='b'"):
+        SAEConfig(4, 8, hook_name="a", metadata={"hook_name": "b"})
+    with pytest.raises(ValueError, match="hook_name must be a non-empty string or None, got 3"):
+        SAEConfig(4, 8, hook_name=3)
+
+
+def test_an_sae_without_a_hook_says_how_to_give_one():
+    with pytest.raises(ValueError, match=r"pass hook_name=\.\.\. to the call, or set sae.cfg.hook_name"):
+        SAE(SAEConfig(4, 8)).hook_name
+
+
 def test_architectures_are_the_literal_and_each_has_its_traits():
     from typing import get_args
 

@@ -6,29 +6,42 @@ from collections.abc import Sequence
 
 import torch
 
+from saelab import deprecated
 from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
 from saelab.exercises.lesson04 import explain_prediction
 from saelab.features import feature_activations
 
 
-def reference_feature_max_per_text(model, sae, hook_name: str, texts: Sequence[str], feature: int) -> torch.Tensor:
+def reference_feature_max_per_text(model, sae, texts: Sequence[str], feature: int, *old_shape) -> torch.Tensor:
     """For each text, the feature's largest activation over its tokens, BOS excluded: shape (n_texts,)."""
-    return torch.stack([feature_activations(model, sae, hook_name, model.to_tokens(text))[0, 1:, feature].max()
-                        for text in texts])
+    hook_name = None
+    if isinstance(texts, str):  # the old shape (model, sae, hook_name, texts, feature)
+        hook_name, texts, (feature,) = deprecated.hook_before_data(
+            "lesson06.reference_feature_max_per_text(model, sae, texts, feature)", texts, (feature, *old_shape),
+            None)
+    return torch.stack([feature_activations(model, sae, model.to_tokens(text), hook_name=hook_name)[0, 1:, feature]
+                        .max() for text in texts])
 
 
 @checker("feature_max_per_text")
-def check_feature_max_per_text(feature_max_per_text, model, sae, hook_name: str, texts: Sequence[str],
-                               feature: int) -> None:
-    """``feature_max_per_text(model, sae, hook_name, texts, feature)`` -> (n_texts,) maxima, BOS excluded."""
-    actual = run_learner_function(feature_max_per_text, model, sae, hook_name, list(texts), feature,
+def check_feature_max_per_text(feature_max_per_text, model, sae, texts: Sequence[str], feature: int,
+                               *old_shape) -> None:
+    """``feature_max_per_text(model, sae, texts, feature)`` -> (n_texts,) maxima, BOS excluded."""
+    hook_name, learner_args = None, ()
+    if isinstance(texts, str):  # the old shape: a hook name before the texts, and a learner function taking it
+        hook_name, texts, (feature,) = deprecated.hook_before_data(
+            "lesson06.check_feature_max_per_text(feature_max_per_text, model, sae, texts, feature)", texts,
+            (feature, *old_shape), None)
+        learner_args = (hook_name,)
+    name = sae.check_fits(model, hook_name)
+    actual = run_learner_function(feature_max_per_text, model, sae, *learner_args, list(texts), feature,
                                   name="feature_max_per_text")
-    expected = reference_feature_max_per_text(model, sae, hook_name, texts, feature)
-    per_text = [feature_activations(model, sae, hook_name, model.to_tokens(text))[0] for text in texts]
+    per_text = [feature_activations(model, sae, model.to_tokens(text), hook_name=name)[0] for text in texts]
+    expected = torch.stack([acts[1:, feature].max() for acts in per_text])
     pre = []
     for text in texts:
-        _, cache = model.run_with_cache(model.to_tokens(text), names_filter=[hook_name])
-        pre.append(sae.pre_activations(cache[hook_name][0].float())[1:, feature])
+        _, cache = model.run_with_cache(model.to_tokens(text), names_filter=[name])
+        pre.append(sae.pre_activations(cache[name][0].float())[1:, feature])
     check_close(actual, expected, what="feature_max_per_text(...)", rtol=1e-3, atol=1e-3, hints=[
         (torch.stack([acts[:, feature].max() for acts in per_text]),
          "position 0 (BOS) is included: its huge activation is the attention sink, not the text; slice [1:]"),
