@@ -212,7 +212,8 @@ class SAEOutput(NamedTuple):
     reconstruction: Float[Tensor, "batch d_in"]
     """The decoded input, ``feature_acts @ W_dec + b_dec``."""
     feature_acts: Float[Tensor, "batch d_sae"]
-    """Latent activations, a dense tensor (zero outside each row's k winners for TopK)."""
+    """Latent activations, always a dense tensor (zero outside each row's k winners for TopK). The trainer, which
+    needs no codes, calls ``SAE.loss`` instead, and a TopK SAE then never builds this (batch, d_sae) matrix."""
     loss: Float[Tensor, ""]
     """``mse + sparsity_loss + aux_loss``."""
     mse: Float[Tensor, ""]
@@ -225,19 +226,11 @@ class SAEOutput(NamedTuple):
     """Which latents were active on at least one row of the batch (the trainer's dead-latent bookkeeping)."""
 
 
-class SAELoss(NamedTuple):
-    """What ``SAE.loss`` returns: ``SAEOutput`` without the dense codes, for the trainer (a TopK SAE then never
-    writes a (batch, d_sae) matrix of zeros)."""
-
-    reconstruction: Float[Tensor, "batch d_in"]
-    loss: Float[Tensor, ""]
-    mse: Float[Tensor, ""]
-    sparsity_loss: Float[Tensor, ""]
-    aux_loss: Float[Tensor, ""]
-    fired: Bool[Tensor, "d_sae"]
-    active_values: Float[Tensor, "batch n"]
-    """Every code value that can be non-zero (detached): the k winners' values per row (TopK), else all d_sae
-    codes. Codes are >= 0, so the number of positive entries over rows is L0."""
+# What ``SAE.loss`` returns: SAEOutput's fields, with ``active_values`` in place of the dense codes: every code
+# value that can be non-zero, detached (each row's k winners for TopK, else all d_sae codes). Codes are >= 0, so
+# its positive entries over the rows count L0.
+SAELoss = NamedTuple("SAELoss", [("active_values" if name == "feature_acts" else name, SAEOutput.__annotations__[name])
+                                 for name in SAEOutput._fields])
 
 
 class _ThresholdStep(torch.autograd.Function):
@@ -379,7 +372,7 @@ class SAE(nn.Module):
                 sparsity_scale: float = 1.0, batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAEOutput:
         """Encode, decode and compute the training loss; the arguments are :meth:`loss`'s."""
         losses, codes_BF = self._losses(x, dead_mask, sparsity_scale, batch_mean, dense_codes=True)
-        return SAEOutput(losses.reconstruction, codes_BF.reshape(*x.shape[:-1], self.cfg.d_sae), *losses[1:6])
+        return SAEOutput(losses.reconstruction, codes_BF.reshape(*x.shape[:-1], self.cfg.d_sae), *losses[2:])
 
     def loss(self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None,
              sparsity_scale: float = 1.0, batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAELoss:
@@ -430,7 +423,7 @@ class SAE(nn.Module):
             active = f_BF.detach()
         mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
         loss = (mse if nested_mse is None else nested_mse) + sparsity + aux
-        return SAELoss(recon_BD.reshape(x.shape), loss, mse, sparsity, aux, fired_F, active), f_BF
+        return SAELoss(recon_BD.reshape(x.shape), active, loss, mse, sparsity, aux, fired_F), f_BF
 
     def _matryoshka_mse(self, x_BD: Tensor, values_BK: Tensor, idx_BK: Tensor, recon_BD: Tensor) -> Tensor:
         """Mean over the nested prefixes of the reconstruction error using only the winners inside each prefix.
