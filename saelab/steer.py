@@ -20,6 +20,7 @@ KeyboardInterrupt included — and leaves other (outer) hooks in place, so conte
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from functools import partial
 from typing import Iterator, Mapping, NamedTuple, Sequence
@@ -164,24 +165,12 @@ def generate(
     return Replies(ask(), ask(fwd_hooks=hooks))
 
 
-def stream_replies(
-    model,
-    prompt: str,
-    *,
-    sae: SAE | None = None,
-    clamps: Mapping[int, float] | None = None,
-    direction: Tensor | None = None,
-    alpha: float = 0.0,
-    hook_name: str | None = None,
-    feature: int | None = None,
-    max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    seed: int = 0,
-    system: str | None = None,
-    baseline: bool = True,
-) -> Iterator[tuple[str, StreamedToken]]:
+def stream_replies(model, prompt: str, *, feature: int | None = None, system: str | None = None,
+                   baseline: bool = True, **options) -> Iterator[tuple[str, StreamedToken]]:
     """:func:`generate`, token by token: yields ``("baseline", token)`` and ``("steered", token)`` in turn
-    until both replies have ended, so both grow side by side. The tokens are those of :func:`generate`.
+    until both replies have ended, so both grow side by side. The tokens are those of :func:`generate`, and
+    ``options`` are its keyword arguments (``sae``, ``clamps`` or ``direction`` / ``alpha`` / ``hook_name``,
+    ``max_new_tokens``, ``temperature``, ``seed``; the one list of them is ``generate``'s signature).
 
     ``feature`` (with ``sae``): each token also carries that feature's activation at the SAE's hook, as the
     model computed it before the steering hook changed it (see :mod:`saelab.streaming`).
@@ -191,14 +180,19 @@ def stream_replies(
                                                  clamps={f: 1.5 * store.max_activation[f].item()}, feature=f):
             print(which, repr(token.text), token.activation)
     """
-    hooks = steering_hooks(model, sae=sae, clamps=clamps, direction=direction, alpha=alpha, hook_name=hook_name)
-    if feature is not None and sae is None:
+    request = inspect.signature(generate).bind(model, prompt, **options)  # a wrong keyword is a TypeError here
+    request.apply_defaults()
+    given = request.arguments
+    hooks = steering_hooks(model, **{name: given[name] for name in ("sae", "clamps", "direction", "alpha",
+                                                                    "hook_name")})
+    if feature is not None and given["sae"] is None:
         raise ValueError("feature needs the sae whose feature it is")
     tokens = lm.chat_tokens(model, prompt, system)
     # A clamp's hook_name is the SAE's own hook; an added direction's may be another, so the SAE's record rules.
-    track = (dict(sae=sae, feature=feature, hook_name=hook_name if clamps is not None else None)
-             if feature is not None else {})
-    options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, **track)
+    track = (dict(sae=given["sae"], feature=feature, hook_name=given["hook_name"] if given["clamps"] is not None
+                  else None) if feature is not None else {})
+    options = dict(max_new_tokens=given["max_new_tokens"], temperature=given["temperature"], seed=given["seed"],
+                   **track)
     # Built here, not in the generator below, so a bad request fails at the call rather than at the first token.
     streams = {"steered": streaming.stream_generate(model, tokens, fwd_hooks=hooks, **options)}
     if baseline:

@@ -164,3 +164,8 @@ def test_bad_stream_replies_requests_are_refused_before_generating(tiny_model, s
             steer.stream_replies(tiny_model, "hello", max_new_tokens=4, **arguments)
         assert message in str(error.value) and "\n" not in str(error.value)
     assert not lm.active_hook_points(tiny_model)
+
+
+def test_stream_replies_takes_generates_options_and_refuses_others(tiny_model, sae):
+    with pytest.raises(TypeError, match="clamp"):
+        steer.stream_replies(tiny_model, "hello", sae=sae, clamp={7: 1.0})
