@@ -8,7 +8,6 @@ and others as an optional positional argument after it; these helpers recognise 
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 
 def warn(old: str, new: str, stacklevel: int = 4) -> None:
@@ -17,12 +16,18 @@ def warn(old: str, new: str, stacklevel: int = 4) -> None:
                   stacklevel=stacklevel)
 
 
-def hook_before_data(new_call: str, hook_name: str, rest: tuple, override: str | None) -> tuple[str, Any, tuple]:
-    """The old shape ``f(model, sae, hook_name, data, ...)``: warn; return ``(hook_name, data, rest)``."""
-    warn("passing hook_name before the data", f"{new_call} (the SAE knows its hook; hook_name=... overrides it)")
-    if override is not None or not rest:
-        raise TypeError(f"call {new_call}, giving hook_name at most once, as a keyword")
-    return hook_name, rest[0], rest[1:]
+def hook_first(new_call: str, args: tuple, hook_name: str | None, *, old: bool, takes: int) -> tuple[tuple, str | None]:
+    """``args``, the positional arguments after ``model, sae``: ``takes`` of them in the new shape; with ``old``
+    (the caller's test of the old shape), a hook name comes first. Return ``(args, hook_name)`` in the new shape."""
+    if old:
+        warn("passing hook_name before the data", f"{new_call} (the SAE knows its hook; hook_name=... overrides it)")
+        if hook_name is not None:
+            raise TypeError(f"call {new_call}, giving hook_name at most once, as a keyword")
+        args, hook_name = args[1:], args[0]
+    if len(args) != takes:
+        raise TypeError(f"call {new_call}: {len(args)} positional arguments after model, sae where it takes {takes}; "
+                        "options are keywords")
+    return args, hook_name
 
 
 def positional_hook(new_call: str, extra: tuple, override: str | None) -> str | None:

@@ -132,11 +132,8 @@ def build_feature_store(
     windows of ``context_window = (before, after)`` tokens kept around each top example (None keeps none).
     The SAE reads its own hook point, or ``hook_name``.
     """
-    if isinstance(tokens, str):
-        hook_name, tokens, old_shape = deprecated.hook_before_data(
-            "feature_store.build_feature_store(model, sae, tokens)", tokens, old_shape, hook_name)
-    if old_shape:
-        raise TypeError("build_feature_store takes (model, sae, tokens, *, hook_name=None, ...)")
+    (tokens,), hook_name = deprecated.hook_first("feature_store.build_feature_store(model, sae, tokens)",
+                                                 (tokens, *old_shape), hook_name, old=isinstance(tokens, str), takes=1)
     check_tokens(model, tokens)
     hook_name = sae.check_fits(model, hook_name)
     if n_top < 1:

@@ -98,11 +98,8 @@ def feature_activations(model, sae: SAE, tokens: Int[Tensor, "batch pos"], *old_
                         hook_name: str | None = None) -> Float[Tensor, "batch pos d_sae"]:
     """Every feature's activation at every position of ``tokens`` (position 0 included), at the SAE's hook
     (or ``hook_name``)."""
-    if isinstance(tokens, str):
-        hook_name, tokens, old_shape = deprecated.hook_before_data(
-            "features.feature_activations(model, sae, tokens)", tokens, old_shape, hook_name)
-    if old_shape:
-        raise TypeError("feature_activations takes (model, sae, tokens, *, hook_name=None)")
+    (tokens,), hook_name = deprecated.hook_first("features.feature_activations(model, sae, tokens)",
+                                                 (tokens, *old_shape), hook_name, old=isinstance(tokens, str), takes=1)
     check_tokens(model, tokens)
     hook_name = sae.check_fits(model, hook_name)
     acts = collect_activations(model, hook_name, tokens, batch_size=max(1, tokens.shape[0]), progress=False,
@@ -121,16 +118,12 @@ def text_tokens(model, text: str) -> Int[Tensor, "1 pos"]:
     return tokens
 
 
-def features_on_text(model, sae: SAE, text: str, k: int = 5, *old_shape, hook_name: str | None = None
+def features_on_text(model, sae: SAE, text: str, *old_shape, k: int = 5, hook_name: str | None = None
                      ) -> list[tuple[str, list[tuple[int, float]]]]:
     """"Which features fire on this text?": for each token (BOS excluded), its ``k`` strongest features."""
-    if isinstance(k, str):  # the old shape (model, sae, hook_name, text[, k])
-        hook_name, text, old_shape = deprecated.hook_before_data(
-            "features.features_on_text(model, sae, text, k)", text, (k, *old_shape), hook_name)
-        k = old_shape[0] if old_shape else 5
-        old_shape = old_shape[1:]
-    if old_shape:
-        raise TypeError("features_on_text takes (model, sae, text, k=5, *, hook_name=None)")
+    old = bool(old_shape) and isinstance(old_shape[0], str)  # (model, sae, hook_name, text)
+    (text,), hook_name = deprecated.hook_first("features.features_on_text(model, sae, text, k=...)",
+                                               (text, *old_shape), hook_name, old=old, takes=1)
     tokens = text_tokens(model, text)
     acts_PF = feature_activations(model, sae, tokens, hook_name=hook_name)[0, 1:]
     values, ids = acts_PF.topk(min(k, acts_PF.shape[1]), dim=1)

@@ -81,11 +81,8 @@ def ce_loss_recovered(
 ) -> SpliceLoss:
     """Next-token loss three ways over ``tokens``, the SAE spliced in at its hook (or ``hook_name``); see the
     module docstring."""
-    if isinstance(tokens, str):
-        hook_name, tokens, old_shape = deprecated.hook_before_data(
-            "splice.ce_loss_recovered(model, sae, tokens)", tokens, old_shape, hook_name)
-    if old_shape:
-        raise TypeError("ce_loss_recovered takes (model, sae, tokens, *, hook_name=None, ...)")
+    (tokens,), hook_name = deprecated.hook_first("splice.ce_loss_recovered(model, sae, tokens)",
+                                                 (tokens, *old_shape), hook_name, old=isinstance(tokens, str), takes=1)
     check_tokens(model, tokens)
     hook_name = sae.check_fits(model, hook_name)
     variants = {

@@ -229,8 +229,10 @@ def test_the_old_call_shapes_warn_and_give_the_same_result(tiny_model, sae, toke
         old = features.feature_activations(tiny_model, sae, HOOK, tokens)
     assert torch.equal(old, new)
     with pytest.warns(DeprecationWarning, match="features_on_text"):
-        old_rows = features.features_on_text(tiny_model, sae, HOOK, "The quick brown fox", 3)
-    assert old_rows == features.features_on_text(tiny_model, sae, "The quick brown fox", 3)
+        old_rows = features.features_on_text(tiny_model, sae, HOOK, "The quick brown fox", k=3)
+    assert old_rows == features.features_on_text(tiny_model, sae, "The quick brown fox", k=3)
+    with pytest.raises(TypeError, match="options are keywords"):
+        features.features_on_text(tiny_model, sae, "The quick brown fox", 3)
     with pytest.raises(TypeError, match="hook_name at most once"), pytest.warns(DeprecationWarning):
         features.feature_activations(tiny_model, sae, HOOK, tokens, hook_name=HOOK)
 

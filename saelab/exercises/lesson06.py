@@ -7,18 +7,16 @@ from collections.abc import Sequence
 import torch
 
 from saelab import deprecated
-from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
-from saelab.exercises.lesson04 import explain_prediction
+from saelab.exercises.checking import (ExerciseError, check_close, checker, explain_prediction, guess_within,
+                                       run_learner_function, wrong_answer)
 from saelab.features import feature_activations
 
 
 def reference_feature_max_per_text(model, sae, texts: Sequence[str], feature: int, *old_shape) -> torch.Tensor:
     """For each text, the feature's largest activation over its tokens, BOS excluded: shape (n_texts,)."""
-    hook_name = None
-    if isinstance(texts, str):  # the old shape (model, sae, hook_name, texts, feature)
-        hook_name, texts, (feature,) = deprecated.hook_before_data(
-            "lesson06.reference_feature_max_per_text(model, sae, texts, feature)", texts, (feature, *old_shape),
-            None)
+    (texts, feature), hook_name = deprecated.hook_first(
+        "lesson06.reference_feature_max_per_text(model, sae, texts, feature)", (texts, feature, *old_shape), None,
+        old=isinstance(texts, str), takes=2)
     return torch.stack([feature_activations(model, sae, model.to_tokens(text), hook_name=hook_name)[0, 1:, feature]
                         .max() for text in texts])
 
@@ -27,12 +25,11 @@ def reference_feature_max_per_text(model, sae, texts: Sequence[str], feature: in
 def check_feature_max_per_text(feature_max_per_text, model, sae, texts: Sequence[str], feature: int,
                                *old_shape) -> None:
     """``feature_max_per_text(model, sae, texts, feature)`` -> (n_texts,) maxima, BOS excluded."""
-    hook_name, learner_args = None, ()
-    if isinstance(texts, str):  # the old shape: a hook name before the texts, and a learner function taking it
-        hook_name, texts, (feature,) = deprecated.hook_before_data(
-            "lesson06.check_feature_max_per_text(feature_max_per_text, model, sae, texts, feature)", texts,
-            (feature, *old_shape), None)
-        learner_args = (hook_name,)
+    # In the old shape a hook name came before the texts, and the learner's function took it too.
+    (texts, feature), hook_name = deprecated.hook_first(
+        "lesson06.check_feature_max_per_text(feature_max_per_text, model, sae, texts, feature)",
+        (texts, feature, *old_shape), None, old=isinstance(texts, str), takes=2)
+    learner_args = () if hook_name is None else (hook_name,)
     name = sae.check_fits(model, hook_name)
     actual = run_learner_function(feature_max_per_text, model, sae, *learner_args, list(texts), feature,
                                   name="feature_max_per_text")
@@ -171,7 +168,7 @@ def check_top_positions(top_positions) -> None:
         raise ExerciseError("row and position are swapped: row = flat // (positions per row), pos = flat % ...")
     if torch.equal(actual.flip(0), expected):
         raise ExerciseError("right positions, wrong order: strongest first")
-    raise ExerciseError(f"top_positions gave {actual.tolist()}, expected {expected.tolist()}")
+    raise wrong_answer("top_positions", actual.tolist(), expected.tolist())
 
 
 def reference_activation_histogram(acts: torch.Tensor, n_bins: int) -> torch.Tensor:
@@ -254,23 +251,21 @@ def check_is_concept_feature(is_concept_feature) -> None:
 
 def check_prediction_other_bridges(guess, fired: int, total: int) -> bool | None:
     """Predict on how many of the passages about other bridges the named feature fires (0..total)."""
-    try:
-        close = guess is not None and abs(float(guess) - fired) <= max(1, total // 6)
-    except (TypeError, ValueError):
-        close = False
-    return explain_prediction(
-        "other bridges", guess, f"{fired}/{total}", correct=close,
-        explanation="The slice scores could not tell: every passage about the Golden Gate is about a bridge, so "
-                    "a feature for bridges in general scores as well there as a feature for this one bridge.")
+    return _explain_fired(
+        "other bridges", guess, fired, total,
+        "The slice scores could not tell: every passage about the Golden Gate is about a bridge, so "
+        "a feature for bridges in general scores as well there as a feature for this one bridge.")
 
 
 def check_prediction_unnamed(guess, fired: int, total: int) -> bool | None:
     """Predict on how many of the slice's passages without a surface word the named feature fires (0..total)."""
-    try:
-        close = guess is not None and abs(float(guess) - fired) <= max(1, total // 6)
-    except (TypeError, ValueError):
-        close = False
-    return explain_prediction(
-        "passages without a surface word", guess, f"{fired}/{total}", correct=close,
-        explanation="Without 'bridge', 'Golden', 'Gate' or 'San Francisco' a word feature has nothing to fire on; "
-                    "whatever fires here reads something else: the span, the towers, the strait, or the voice.")
+    return _explain_fired(
+        "passages without a surface word", guess, fired, total,
+        "Without 'bridge', 'Golden', 'Gate' or 'San Francisco' a word feature has nothing to fire on; "
+        "whatever fires here reads something else: the span, the towers, the strait, or the voice.")
+
+
+def _explain_fired(name: str, guess, fired: int, total: int, explanation: str) -> bool | None:
+    """A guess of on how many of ``total`` passages a feature fires: within a sixth of them (at least 1) is right."""
+    return explain_prediction(name, guess, f"{fired}/{total}", correct=guess_within(guess, fired, max(1, total // 6)),
+                              explanation=explanation)
