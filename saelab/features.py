@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from saelab import deprecated
 from saelab.feature_store import (  # noqa: F401  (re-exported)
     CONTEXT_WINDOW,
     FeatureStore,
@@ -21,7 +22,6 @@ from saelab.feature_store import (  # noqa: F401  (re-exported)
     check_store_fits,
     check_window,
 )
-from saelab import deprecated
 from saelab.harvest import check_tokens, collect_activations
 from saelab.sae import SAE, check_feature_index
 

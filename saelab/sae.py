@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import os
 import tempfile
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-# explain_prediction and letter_of were lesson 04's; imported from here still.
-from saelab.exercises.checking import (ExerciseError, check_close, checker, explain_prediction, guess_within,  # noqa: F401
-                                       letter_of, run_learner_function)
+from saelab.exercises import checking
+from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
 
 
 def reference_residual_norms(cache, n_layers: int) -> torch.Tensor:
@@ -101,8 +100,9 @@ def check_prediction_sink(guess, ratio: float) -> bool | None:
     """Predict how much longer position 0's residual vector is than a typical token's after 16 blocks:
     (a) about as long, (b) about 10x, (c) about 100x or more."""
     answer = "a" if ratio < 3 else "b" if ratio < 30 else "c"
-    return explain_prediction(
-        "how long is position 0", guess, f"{ratio:,.0f}x the median token", correct=letter_of(guess) == answer,
+    return checking.explain_prediction(
+        "how long is position 0", guess, f"{ratio:,.0f}x the median token",
+        correct=checking.letter_of(guess) == answer,
         explanation=f"The answer is ({answer}). Position 0 is the attention sink: heads with nothing to attend "
                     "to park their attention there, and the model gives it a huge, nearly constant vector.")
 
@@ -110,11 +110,11 @@ def check_prediction_sink(guess, ratio: float) -> bool | None:
 def check_prediction_lens_layer(guess, first_layer: int | None, n_layers: int) -> bool | None:
     """Predict the first layer after which " Paris" is the logit lens's top token (a number 0..n_layers)."""
     if first_layer is None:
-        return explain_prediction("logit lens layer", guess, "never", correct=False,
-                                  explanation="Paris never became the top token on this prompt.")
-    return explain_prediction(
+        return checking.explain_prediction("logit lens layer", guess, "never", correct=False,
+                                           explanation="Paris never became the top token on this prompt.")
+    return checking.explain_prediction(
         "logit lens layer", guess, f"after {first_layer} of {n_layers} blocks",
-        correct=guess_within(guess, first_layer, 3),
+        correct=checking.guess_within(guess, first_layer, 3),
         explanation="Early layers still hold the current token and its surface statistics; the answer appears "
                     "late, when the last blocks have moved the fact into the directions the unembedding reads "
                     "(within 3 layers counts as right).")

@@ -7,8 +7,8 @@ from functools import partial
 
 import torch
 
-from saelab.exercises.checking import (ExerciseError, check_close, checker, explain_prediction, guess_within,
-                                       letter_of, one_number, run_learner_function)
+from saelab.exercises import checking
+from saelab.exercises.checking import ExerciseError, check_close, checker, one_number, run_learner_function
 
 
 def reference_clean_activations(resid: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -328,16 +328,16 @@ def check_prediction_floor(guess, zero_ablated: float, vocab_size: int) -> bool 
     uniform guess ln(vocab) ~ 10.8 nats, (c) well above uniform guessing."""
     uniform = math.log(vocab_size)
     answer = "a" if zero_ablated < 0.6 * uniform else "b" if zero_ablated < 1.15 * uniform else "c"
-    return explain_prediction(
+    return checking.explain_prediction(
         "the zero-ablation floor", guess, f"{zero_ablated:.1f} nats (uniform guessing: {uniform:.1f})",
-        correct=letter_of(guess) == answer,
+        correct=checking.letter_of(guess) == answer,
         explanation=f"The answer is ({answer}). The later blocks, fed a zero vector, do not fall back to "
                     "uncertainty: they confidently predict the wrong tokens.")
 
 
 def check_prediction_fvu(guess, fvu: float) -> bool | None:
     """Predict your SAE's held-out FVU (a number between 0 and 1)."""
-    return explain_prediction(
-        "your SAE's FVU", guess, f"{fvu:.3f}", correct=guess_within(guess, fvu, 0.1),
+    return checking.explain_prediction(
+        "your SAE's FVU", guess, f"{fvu:.3f}", correct=checking.guess_within(guess, fvu, 0.1),
         explanation="32 latents per token out of a few thousand leave a sizeable part of the variance; within "
                     "0.1 counts as right. Whether that part matters is what CE loss recovered asks next.")

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 
 from saelab import deprecated
-from saelab.exercises.checking import (ExerciseError, check_close, checker, explain_prediction, guess_within,
-                                       run_learner_function, wrong_answer)
+from saelab.exercises import checking
+from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function, wrong_answer
 from saelab.features import feature_activations
 
 
@@ -267,5 +267,6 @@ def check_prediction_unnamed(guess, fired: int, total: int) -> bool | None:
 
 def _explain_fired(name: str, guess, fired: int, total: int, explanation: str) -> bool | None:
     """A guess of on how many of ``total`` passages a feature fires: within a sixth of them (at least 1) is right."""
-    return explain_prediction(name, guess, f"{fired}/{total}", correct=guess_within(guess, fired, max(1, total // 6)),
-                              explanation=explanation)
+    return checking.explain_prediction(name, guess, f"{fired}/{total}",
+                                       correct=checking.guess_within(guess, fired, max(1, total // 6)),
+                                       explanation=explanation)
