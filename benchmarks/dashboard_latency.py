@@ -53,7 +53,7 @@ def plain_top_contexts(model, sae, store: FeatureStore, feature: int, n: int, be
         row, pos = divmod(flat, seq_len)
         first, last = max(1, pos - before), min(seq_len, pos + after + 1)
         window = store.tokens[row:row + 1, :last]
-        acts = features.feature_activations(model, sae, store.hook_name, window)[0, :, feature]
+        acts = features.feature_activations(model, sae, window, hook_name=store.hook_name)[0, :, feature]
         contexts.append(Context(tokens=model.to_str_tokens(window[0, first:last]),
                                 activations=acts[first:last].tolist(), peak=pos - first, value=value))
     return contexts
@@ -67,7 +67,7 @@ def random_sae_and_store(model, rows: int, cache: Path) -> tuple[SAE, FeatureSto
     else:
         texts = corpus.load_texts(max_texts_per_source=200, seed=0)
         tokens = corpus.tokenize_corpus(model, texts, seq_len=128, max_tokens=128 * rows, progress=False)
-        store = features.build_feature_store(model, sae, HOOK, tokens, max_norm=1000.0)
+        store = features.build_feature_store(model, sae, tokens, hook_name=HOOK, max_norm=1000.0)
         store.save(path)
     return sae, store, f"random TopK SAE (d_sae 9216, k 32), store {store.tokens.shape[0]} x 128 tokens built here"
 
@@ -82,7 +82,7 @@ def shipped_sae_and_store(model, cache: Path) -> tuple[SAE, FeatureStore, str]:
         else:
             print("the shipped store has no context windows: rebuilding it with them over its own tokens", flush=True)
             start = time.perf_counter()
-            rebuilt = features.build_feature_store(model, sae, store.hook_name, store.tokens,
+            rebuilt = features.build_feature_store(model, sae, store.tokens, hook_name=store.hook_name,
                                                    n_top=store.top_values.shape[1], max_norm=store.metadata["max_norm"])
             print(f"rebuilt in {time.perf_counter() - start:.0f} s", flush=True)
             rebuilt.save(path)

@@ -122,7 +122,7 @@ def main() -> None:
     sae, feature, top, source = benchmark_sae(model)
     prompt = lm.chat_tokens(model, PROMPT)
     if feature < 0:  # random SAE: the feature firing most strongly on the prompt, at its largest value there
-        acts = feature_activations(model, sae, HOOK, prompt)[0, 1:]
+        acts = feature_activations(model, sae, prompt, hook_name=HOOK)[0, 1:]
         feature = int(acts.max(0).values.argmax())
         top = float(acts[:, feature].max())
         source += f", feature {feature} (max on the prompt {top:.1f})"

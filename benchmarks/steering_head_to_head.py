@@ -64,7 +64,7 @@ def main() -> None:
     pushes = [0.3, 0.5, 0.7] if args.quick else [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2]
     model = lm.load_model()
     sae = pretrained.load_sae(args.sae_id)
-    hook = sae.cfg.metadata["hook_name"]
+    hook = sae.hook_name
     layer = int(hook.split(".")[1])
     layers = [layer] if args.quick else sorted({max(1, layer - 6), max(1, layer - 3), layer, layer + 3})
     hooks = [f"blocks.{n}.hook_resid_post" for n in layers]

@@ -31,12 +31,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saelab import concepts, corpus
-from saelab.features import check_feature
+from saelab import concepts, corpus, deprecated
 from saelab.harvest import collect_activations
 from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model
-from saelab.steer import sae_hook_name
 
 # The surface words of each concept: its name, the kind of thing it is and where it stands, as regular
 # expressions matched on whole words, any case. A passage with none of them tests whether a feature knows the
@@ -60,17 +57,18 @@ class TextStats:
     n_tokens: Float[Tensor, " n_texts"]
 
 
-def text_stats(model, sae: SAE, texts: Sequence[str], hook_name: str | None = None, *, max_norm: float = 1000.0,
-               max_tokens: int = 256, batch_size: int = 8, progress: bool = False) -> TextStats:
-    """Run ``texts`` through the model to the SAE's hook and summarise each feature on each text.
+def text_stats(model, sae: SAE, texts: Sequence[str], *old_shape, hook_name: str | None = None,
+               max_norm: float = 1000.0, max_tokens: int = 256, batch_size: int = 8, progress: bool = False
+               ) -> TextStats:
+    """Run ``texts`` through the model to the SAE's hook (or ``hook_name``) and summarise each feature on each text.
 
     Texts are sorted by length and right-padded in batches: attention is causal, so padding after a text
     cannot change its activations, and the padded positions are masked out.
     """
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise ValueError("texts must be a non-empty list of non-empty strings")
-    name = sae_hook_name(sae, hook_name)
-    check_sae_fits_model(model, sae, name)
+    hook_name = deprecated.positional_hook("detection.text_stats(model, sae, texts)", old_shape, hook_name)
+    name = sae.check_fits(model, hook_name)
     max_tokens = min(max_tokens, model.cfg.n_ctx)
     rows = [model.to_tokens(t)[0, :max_tokens] for t in texts]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
@@ -153,7 +151,7 @@ def other_texts(concept: str, n_corpus: int = 120, seed: int = 0) -> list[str]:
     return others + corpus.load_texts(max_texts_per_source=max(1, n_corpus // len(corpus.SOURCES)), seed=seed)
 
 
-def score_concept(model, sae: SAE, concept: str, hook_name: str | None = None, *,
+def score_concept(model, sae: SAE, concept: str, *old_shape, hook_name: str | None = None,
                   positives: Sequence[str] | None = None, negatives: Sequence[str] | None = None,
                   max_norm: float = 1000.0, max_tokens: int = 128, progress: bool = True) -> ConceptScores:
     """Score every feature of ``sae`` as a detector of ``concept`` (see ``ConceptScores``).
@@ -161,14 +159,15 @@ def score_concept(model, sae: SAE, concept: str, hook_name: str | None = None, *
     ``positives`` default to the concept's training slice, ``negatives`` to ``other_texts(concept)``; pass
     subsets of them for a faster, rougher answer.
     """
+    hook_name = deprecated.positional_hook("detection.score_concept(model, sae, concept)", old_shape, hook_name)
     positives = list(positives) if positives is not None else concepts.passages(concept)
     negatives = list(negatives) if negatives is not None else other_texts(concept)
     if not positives or not negatives:
         raise ValueError("positives and negatives must each hold at least one text")
     # Each text is cut to ``max_tokens``, so that long corpus texts (whole chapters) are not more likely to
     # fire somewhere just for being long.
-    stats = text_stats(model, sae, positives + negatives, hook_name, max_norm=max_norm, max_tokens=max_tokens,
-                       progress=progress)
+    stats = text_stats(model, sae, positives + negatives, hook_name=hook_name, max_norm=max_norm,
+                       max_tokens=max_tokens, progress=progress)
     return concept_scores(stats, positives, concept)
 
 
@@ -214,12 +213,14 @@ class HeldOutCheck:
                 "unrelated")
 
 
-def check_heldout(model, sae: SAE, feature: int, concept: str, hook_name: str | None = None,
+def check_heldout(model, sae: SAE, feature: int, concept: str, *old_shape, hook_name: str | None = None,
                   max_norm: float = 1000.0) -> HeldOutCheck:
     """Strategy 1 both ways on sentences never trained on: does ``feature`` fire on ``concept`` and only there?"""
-    check_feature(sae, feature)
+    hook_name = deprecated.positional_hook("detection.check_heldout(model, sae, feature, concept)", old_shape,
+                                           hook_name)
+    sae.check_feature(feature)
     held = concepts.heldout(concept)
-    stats = text_stats(model, sae, held.concept + held.unrelated, hook_name, max_norm=max_norm)
+    stats = text_stats(model, sae, held.concept + held.unrelated, hook_name=hook_name, max_norm=max_norm)
     values = stats.maxima[:, feature].tolist()
     n = len(held.concept)
     return HeldOutCheck(feature, concept, held.concept, values[:n], held.unrelated, values[n:])
@@ -264,21 +265,23 @@ class HardNegativeCheck:
                 f"{self.concept} passages without a surface word; on hard negatives: {rates} -> {verdict}")
 
 
-def check_hard_negatives(model, sae: SAE, features: Sequence[int], concept: str, hook_name: str | None = None, *,
-                         unnamed: Sequence[str] | None = None, max_norm: float = 1000.0,
+def check_hard_negatives(model, sae: SAE, features: Sequence[int], concept: str, *old_shape,
+                         hook_name: str | None = None, unnamed: Sequence[str] | None = None, max_norm: float = 1000.0,
                          max_tokens: int = 128) -> list[HardNegativeCheck]:
     """``features`` on ``concept``'s passages without a surface word and on its hard negatives, one pass for all.
 
     ``unnamed`` defaults to ``unnamed_passages(concept)``; a subset gives a faster, rougher answer.
     """
+    hook_name = deprecated.positional_hook("detection.check_hard_negatives(model, sae, features, concept)",
+                                           old_shape, hook_name)
     for feature in features:
-        check_feature(sae, feature)
+        sae.check_feature(feature)
     unnamed = list(unnamed) if unnamed is not None else unnamed_passages(concept)
     if any(names_concept(text, concept) for text in unnamed):
         raise ValueError(f"unnamed passages must not use a surface word of {concept!r} ({SURFACE_WORDS[concept]})")
     groups = hard_negatives(concept)
     texts = unnamed + [t for values in groups.values() for t in values]
-    maxima = text_stats(model, sae, texts, hook_name, max_norm=max_norm, max_tokens=max_tokens).maxima
+    maxima = text_stats(model, sae, texts, hook_name=hook_name, max_norm=max_norm, max_tokens=max_tokens).maxima
     checks = []
     for feature in features:
         column = maxima[:, feature].tolist()

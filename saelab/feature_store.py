@@ -22,10 +22,10 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saelab import deprecated
 from saelab.files import write_atomic
 from saelab.harvest import check_tokens, collect_activations, token_index
 from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model
 
 # Activation histograms use log10-spaced bins over this range (activations in the model's own units).
 HISTOGRAM_LOG10_RANGE, HISTOGRAM_BINS = (-2.0, 3.0), 50
@@ -92,11 +92,13 @@ class FeatureStore:
 
 
 def check_store_fits(model, sae: SAE, store: FeatureStore) -> None:
-    """Refuse a store built for another SAE (other width or hook) and an SAE that does not fit the model."""
+    """Refuse a store built for another SAE (other width or hook) and an SAE that does not fit the model.
+
+    What a widget showing ``store``'s examples for ``sae`` on ``model`` checks first."""
     if not isinstance(store, FeatureStore):
         raise TypeError(f"store must be a FeatureStore (feature_store.build_feature_store or FeatureStore.load), "
                         f"got {type(store).__name__}")
-    check_sae_fits_model(model, sae, store.hook_name)
+    sae.check_fits(model, store.hook_name)
     if store.d_sae != sae.cfg.d_sae:
         raise ValueError(f"the feature store was built for an SAE with d_sae={store.d_sae}, but this SAE has "
                          f"d_sae={sae.cfg.d_sae}")
@@ -112,9 +114,9 @@ def check_window(before: int, after: int) -> None:
 def build_feature_store(
     model,
     sae: SAE,
-    hook_name: str,
     tokens: Int[Tensor, "n_seq pos"],
-    *,
+    *old_shape,
+    hook_name: str | None = None,
     n_top: int = 20,
     batch_size: int = 8,
     rows_per_chunk: int = 64,
@@ -128,9 +130,12 @@ def build_feature_store(
     ``max_norm`` skips tokens whose activation norm exceeds it (the rare outlier tokens of a residual stream,
     which would otherwise top every feature's list); they still show, with their activations, inside the
     windows of ``context_window = (before, after)`` tokens kept around each top example (None keeps none).
+    The SAE reads its own hook point, or ``hook_name``.
     """
+    (tokens,), hook_name = deprecated.hook_first("feature_store.build_feature_store(model, sae, tokens)",
+                                                 (tokens, *old_shape), hook_name, old=isinstance(tokens, str), takes=1)
     check_tokens(model, tokens)
-    check_sae_fits_model(model, sae, hook_name)
+    hook_name = sae.check_fits(model, hook_name)
     if n_top < 1:
         raise ValueError(f"n_top must be >= 1, got {n_top}")
     if context_window is not None:
@@ -203,7 +208,7 @@ def build_feature_store(
         top_windows_FTW[empty] = 0
     metadata = {"hook_name": hook_name, "d_sae": d_sae, "n_top": n_top, "max_norm": max_norm,
                 "context_window": list(context_window) if context_window is not None else None,
-                "sae": dict(sae.cfg.metadata)}
+                "sae": sae.cfg.provenance()}
     return FeatureStore(
         tokens=tokens.clone(), top_values=top_values_FT, top_index=top_index_FT,
         density=active_count_F / n_tokens, max_activation=top_values_FT[:, 0].clone(),

@@ -8,13 +8,13 @@ Shape letters in local names: R activation rows (tokens), F d_sae, V d_vocab, D 
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from saelab import deprecated
 from saelab.feature_store import (  # noqa: F401  (re-exported)
     CONTEXT_WINDOW,
     FeatureStore,
@@ -23,21 +23,14 @@ from saelab.feature_store import (  # noqa: F401  (re-exported)
     check_window,
 )
 from saelab.harvest import check_tokens, collect_activations
-from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model, check_sae_width
+from saelab.sae import SAE, check_feature_index
 
 
 def check_feature(sae_or_size: SAE | int, feature: int) -> int:
-    """``feature`` as a Python int, or a one-line error naming the allowed range (numpy/torch integers accepted)."""
+    """Deprecated: ``sae.check_feature(feature)`` (or ``saelab.sae.check_feature_index(d_sae, feature)``)."""
+    deprecated.warn("features.check_feature", "sae.check_feature(feature)", stacklevel=3)
     d_sae = sae_or_size if isinstance(sae_or_size, int) else sae_or_size.cfg.d_sae
-    try:
-        index = None if isinstance(feature, (bool, float)) else operator.index(feature)
-    except TypeError:
-        index = None
-    if index is None or not 0 <= index < d_sae:
-        raise ValueError(f"feature must be an integer in 0..{d_sae - 1}, got {feature!r}")
-    return index
-
+    return check_feature_index(d_sae, feature)
 
 
 @dataclass
@@ -59,7 +52,7 @@ def top_contexts(model, sae: SAE, store: FeatureStore, feature: int, n: int = 10
     model once, together, up to the SAE's hook and the last position needed.
     """
     check_store_fits(model, sae, store)
-    feature = check_feature(store.d_sae, feature)
+    feature = check_feature_index(store.d_sae, feature)
     check_window(before, after)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
@@ -101,11 +94,14 @@ def _live_windows(model, sae: SAE, store: FeatureStore, feature: int, spans: lis
     return list(values.split([last - first for _, first, last in spans]))
 
 
-def feature_activations(model, sae: SAE, hook_name: str, tokens: Int[Tensor, "batch pos"]
-                        ) -> Float[Tensor, "batch pos d_sae"]:
-    """Every feature's activation at every position of ``tokens`` (position 0 included)."""
+def feature_activations(model, sae: SAE, tokens: Int[Tensor, "batch pos"], *old_shape,
+                        hook_name: str | None = None) -> Float[Tensor, "batch pos d_sae"]:
+    """Every feature's activation at every position of ``tokens`` (position 0 included), at the SAE's hook
+    (or ``hook_name``)."""
+    (tokens,), hook_name = deprecated.hook_first("features.feature_activations(model, sae, tokens)",
+                                                 (tokens, *old_shape), hook_name, old=isinstance(tokens, str), takes=1)
     check_tokens(model, tokens)
-    check_sae_fits_model(model, sae, hook_name)
+    hook_name = sae.check_fits(model, hook_name)
     acts = collect_activations(model, hook_name, tokens, batch_size=max(1, tokens.shape[0]), progress=False,
                                drop_bos=False)
     with torch.no_grad():
@@ -122,11 +118,14 @@ def text_tokens(model, text: str) -> Int[Tensor, "1 pos"]:
     return tokens
 
 
-def features_on_text(model, sae: SAE, hook_name: str, text: str, k: int = 5
+def features_on_text(model, sae: SAE, text: str, *old_shape, k: int = 5, hook_name: str | None = None
                      ) -> list[tuple[str, list[tuple[int, float]]]]:
     """"Which features fire on this text?": for each token (BOS excluded), its ``k`` strongest features."""
+    old = bool(old_shape) and isinstance(old_shape[0], str)  # (model, sae, hook_name, text)
+    (text,), hook_name = deprecated.hook_first("features.features_on_text(model, sae, text, k=...)",
+                                               (text, *old_shape), hook_name, old=old, takes=1)
     tokens = text_tokens(model, text)
-    acts_PF = feature_activations(model, sae, hook_name, tokens)[0, 1:]
+    acts_PF = feature_activations(model, sae, tokens, hook_name=hook_name)[0, 1:]
     values, ids = acts_PF.topk(min(k, acts_PF.shape[1]), dim=1)
     words = model.to_str_tokens(tokens[0, 1:])
     return [(word, [(int(i), float(v)) for i, v in zip(row_ids, row_values) if v > 0])
@@ -139,8 +138,8 @@ def logit_effects(model, sae: SAE, feature: int, k: int = 10) -> tuple[list[tupl
     The direction passes through the final norm's learned scale and the unembedding, ignoring later layers —
     a first look, as in Anthropic's dashboards, not the feature's full effect.
     """
-    feature = check_feature(sae, feature)
-    check_sae_width(model, sae)
+    feature = sae.check_feature(feature)
+    sae.check_width(model)
     with torch.no_grad():
         direction_D = sae.W_dec[feature].float()
         scale = getattr(model.ln_final, "w", None)
@@ -159,7 +158,7 @@ def search_features(model, sae: SAE, store: FeatureStore, text: str, k: int = 10
     a learner is looking for (searching "Golden Gate Bridge" should find the bridge, not "text is English").
     """
     check_store_fits(model, sae, store)
-    acts = feature_activations(model, sae, store.hook_name, text_tokens(model, text))[0, 1:]
+    acts = feature_activations(model, sae, text_tokens(model, text), hook_name=store.hook_name)[0, 1:]
     relative_F = acts.max(dim=0).values / store.max_activation.clamp(min=1e-6)
     relative_F[store.max_activation <= 0] = 0
     values, ids = relative_F.topk(min(k, relative_F.shape[0]))

@@ -8,7 +8,7 @@ Each one lives in ``saelab/assets/sae/<model>/<hook_name>/``:
     features.json                      features named after checking them (e.g. "golden_gate"), with evidence
 
     sae = load_sae("smollm2-135m-instruct/blocks.15.hook_resid_post")
-    sae.cfg.metadata["hook_name"]   # -> "blocks.15.hook_resid_post"
+    sae.hook_name   # -> "blocks.15.hook_resid_post"
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def path(sae_id: str = DEFAULT) -> Path:
 
 
 def load_sae(sae_id: str = DEFAULT) -> SAE:
-    """The shipped SAE ``sae_id`` (float32, eval mode); its hook is ``sae.cfg.metadata["hook_name"]``."""
+    """The shipped SAE ``sae_id`` (float32, eval mode); its hook is ``sae.hook_name``."""
     return SAE.load(path(sae_id)).eval()
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +28,37 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-ARCHITECTURES = ("relu", "topk", "jumprelu")
-# SAELens calls the ReLU + L1 SAE "standard"; the other two names agree.
-SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
-FROM_SAELENS_ARCHITECTURE = {v: k for k, v in SAELENS_ARCHITECTURE.items()}
+from saelab.harvest import check_hook_name
+
+Architecture = Literal["relu", "topk", "jumprelu"]
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 CONFIG_FILE, WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors"
+# Provenance SAELens keeps in cfg.json's ``metadata``; here they are SAEConfig fields.
+PROVENANCE = ("model_name", "hook_name")
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What an architecture does differently; the one place code asks "which architecture is this?"."""
+
+    saelens_name: str
+    """The name in SAELens's cfg.json (SAELens calls the ReLU + L1 SAE "standard")."""
+    top_k: bool
+    """Keeps the k largest pre-activations per row: needs ``k``; trains with AuxK, may nest (Matryoshka)."""
+    threshold: bool
+    """Has a learned per-latent threshold (a ``threshold`` parameter, an L0 penalty)."""
+    unit_decoder: bool
+    """Default of ``normalize_decoder``: an L1 weighted by decoder norms (relu) needs no unit rows."""
+    resample_dead: bool
+    """The trainer resamples dead latents (relu only: TopK has AuxK, JumpReLU its learned threshold)."""
+
+
+TRAITS: dict[Architecture, Traits] = {
+    "relu": Traits("standard", top_k=False, threshold=False, unit_decoder=False, resample_dead=True),
+    "topk": Traits("topk", top_k=True, threshold=False, unit_decoder=True, resample_dead=False),
+    "jumprelu": Traits("jumprelu", top_k=False, threshold=True, unit_decoder=True, resample_dead=False),
+}
+FROM_SAELENS_ARCHITECTURE = {traits.saelens_name: name for name, traits in TRAITS.items()}
 
 
 @dataclass
@@ -43,7 +69,7 @@ class SAEConfig:
     """Width of the activations it reads (e.g. d_model, or d_hidden of a toy model)."""
     d_sae: int
     """Number of latents (dictionary size); usually several times ``d_in``."""
-    architecture: str = "relu"
+    architecture: Architecture = "relu"
     """``relu`` (ReLU + decoder-norm-weighted L1), ``topk`` (keep the k largest) or ``jumprelu`` (learned threshold)."""
     k: int | None = None
     """TopK only: active latents per row (1 <= k <= d_sae)."""
@@ -70,17 +96,35 @@ class SAEConfig:
     normalize_decoder: bool | None = None
     """Keep decoder rows at unit norm while training (default: True for topk/jumprelu, False for relu,
     whose L1 is weighted by the decoder norms instead)."""
+    hook_name: str | None = None
+    """The hook point the SAE reads, e.g. ``"blocks.15.hook_resid_post"``; calls that take an SAE use it.
+    None for an SAE on a toy model or of unknown origin (those calls then need ``hook_name=``)."""
+    model_name: str | None = None
+    """The model whose activations it was trained on (``model.cfg.model_name``), for the record."""
     metadata: dict[str, Any] = field(default_factory=dict)
-    """Free-form provenance (model name, hook name, ...) kept in ``cfg.json`` under SAELens's ``metadata`` key."""
+    """Other free-form provenance (context size, ...) kept in ``cfg.json`` under SAELens's ``metadata`` key."""
 
     def __post_init__(self) -> None:
         for name in ("d_in", "d_sae"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.architecture not in ARCHITECTURES:
+        if self.architecture not in ARCHITECTURES:  # a tuple, so an unhashable value gets this error too
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}; got {self.architecture!r}")
-        if self.architecture == "topk":
+        if not isinstance(self.metadata, dict):
+            raise ValueError(f"metadata must be a dict, got {type(self.metadata).__name__}")
+        # Provenance given the old way (in metadata) moves to its field, so there is one place to read it.
+        self.metadata = dict(self.metadata)
+        for name in PROVENANCE:
+            recorded = self.metadata.pop(name, None)
+            if getattr(self, name) is None:
+                setattr(self, name, recorded)
+            elif recorded is not None and recorded != getattr(self, name):
+                raise ValueError(f"{name}={getattr(self, name)!r} disagrees with metadata[{name!r}]={recorded!r}")
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
+        if self.traits.top_k:
             if self.k is None or isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.d_sae:
                 raise ValueError(f"k must be an integer with 1 <= k <= d_sae={self.d_sae} for a topk SAE, got {self.k!r}")
             if self.aux_k is None:
@@ -91,7 +135,7 @@ class SAEConfig:
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or self.d_sae % 2 ** (groups - 1):
             raise ValueError(f"matryoshka_groups must be an integer >= 1 with d_sae={self.d_sae} divisible by "
                              f"2**(groups - 1), got {groups!r}")
-        if groups > 1 and self.architecture != "topk":
+        if groups > 1 and not self.traits.top_k:
             raise ValueError(f"matryoshka_groups > 1 needs a topk SAE, got architecture={self.architecture!r}")
         for name in ("l1_coefficient", "l0_coefficient", "aux_k_coefficient"):
             value = getattr(self, name)
@@ -102,12 +146,23 @@ class SAEConfig:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.normalize_decoder is None:
-            self.normalize_decoder = self.architecture != "relu"
+            self.normalize_decoder = self.traits.unit_decoder
+
+    @property
+    def traits(self) -> Traits:
+        """What this architecture does differently (see :data:`TRAITS`)."""
+        return TRAITS[self.architecture]
+
+    def provenance(self) -> dict[str, Any]:
+        """``model_name``, ``hook_name`` (where known) and ``metadata``, as SAELens keeps them in one dict."""
+        # Written there in cfg.json, so SAELens's tools read our files and we read theirs.
+        recorded = {name: getattr(self, name) for name in PROVENANCE if getattr(self, name) is not None}
+        return {**recorded, **self.metadata}
 
     def to_saelens_dict(self) -> dict[str, Any]:
         """The ``cfg.json`` content: SAELens's keys first, saelab's training settings under ``metadata``."""
         out: dict[str, Any] = {
-            "architecture": SAELENS_ARCHITECTURE[self.architecture],
+            "architecture": self.traits.saelens_name,
             "d_in": self.d_in,
             "d_sae": self.d_sae,
             "dtype": "float32",
@@ -116,12 +171,13 @@ class SAEConfig:
             "normalize_activations": "none",
             "reshape_activations": "none",
         }
-        if self.architecture == "topk":
+        if self.traits.top_k:
             out["k"] = self.k
             out["rescale_acts_by_decoder_norm"] = False
         saelab = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                  if f.name not in ("d_in", "d_sae", "architecture", "k", "apply_b_dec_to_input", "metadata")}
-        out["metadata"] = {**self.metadata, "saelab": saelab}
+                  if f.name not in ("d_in", "d_sae", "architecture", "k", "apply_b_dec_to_input", "metadata",
+                                    *PROVENANCE)}
+        out["metadata"] = {**self.provenance(), "saelab": saelab}
         return out
 
     @classmethod
@@ -143,7 +199,7 @@ class SAEConfig:
         saelab = metadata.pop("saelab", {}) or {}
         if not isinstance(saelab, dict):
             raise ValueError(f"{source}: metadata.saelab must be an object")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - set(PROVENANCE)
         settings = {k: v for k, v in saelab.items() if k in known}
         return cls(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=FROM_SAELENS_ARCHITECTURE[arch],
                    k=raw.get("k"), apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
@@ -156,9 +212,8 @@ class SAEOutput(NamedTuple):
     reconstruction: Float[Tensor, "batch d_in"]
     """The decoded input, ``feature_acts @ W_dec + b_dec``."""
     feature_acts: Float[Tensor, "batch d_sae"]
-    """Latent activations (zero outside each row's k winners for TopK). Dense, unless ``forward`` was asked for
-    ``dense_feature_acts=False`` on a TopK SAE: then a sparse CSR tensor of the same shape, k entries per row
-    (the trainer does this, to skip writing a (batch, d_sae) matrix of zeros every step)."""
+    """Latent activations, always a dense tensor (zero outside each row's k winners for TopK). The trainer, which
+    needs no codes, calls ``SAE.loss`` instead, and a TopK SAE then never builds this (batch, d_sae) matrix."""
     loss: Float[Tensor, ""]
     """``mse + sparsity_loss + aux_loss``."""
     mse: Float[Tensor, ""]
@@ -171,39 +226,45 @@ class SAEOutput(NamedTuple):
     """Which latents were active on at least one row of the batch (the trainer's dead-latent bookkeeping)."""
 
 
-class _JumpReLU(torch.autograd.Function):
-    """f = pre * H(pre - threshold); the threshold learns through a rectangle-kernel straight-through estimator."""
+# What ``SAE.loss`` returns: SAEOutput's fields, with ``active_values`` in place of the dense codes: every code
+# value that can be non-zero, detached (each row's k winners for TopK, else all d_sae codes). Codes are >= 0, so
+# its positive entries over the rows count L0.
+SAELoss = NamedTuple("SAELoss", [("active_values" if name == "feature_acts" else name, SAEOutput.__annotations__[name])
+                                 for name in SAEOutput._fields])
+
+
+class _ThresholdStep(torch.autograd.Function):
+    """JumpReLU's two threshold functions: ``pre * H(pre - threshold)`` (``gate=True``, the codes) or
+    ``H(pre - threshold)`` (the L0 count). The step has no gradient; the threshold learns through a
+    rectangle-kernel straight-through estimator of width ``bandwidth`` (Rajamanoharan et al. 2024)."""
 
     @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
+    def forward(ctx, pre, threshold, bandwidth, gate):
         ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return pre * (pre > threshold)
+        ctx.bandwidth, ctx.gate = bandwidth, gate
+        return pre * (pre > threshold) if gate else (pre > threshold).to(pre.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         pre, threshold = ctx.saved_tensors
         bw = ctx.bandwidth
         near = ((pre - threshold).abs() < bw / 2).to(pre.dtype)
-        grad_threshold = (-(threshold / bw) * near * grad_out).sum(0)
-        return grad_out * (pre > threshold), grad_threshold, None
+        # d/dθ of θ·H(pre - θ) is -θ·δ, of H(pre - θ) is -δ; δ is estimated by the kernel near / bw.
+        height = threshold if ctx.gate else 1.0
+        grad_threshold = (-(height / bw) * near * grad_out).sum(0)
+        grad_pre = grad_out * (pre > threshold) if ctx.gate else None
+        return grad_pre, grad_threshold, None, None
 
 
-class _Step(torch.autograd.Function):
-    """H(pre - threshold), with the same straight-through gradient for the threshold (the L0 penalty)."""
-
-    @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return (pre > threshold).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        pre, threshold = ctx.saved_tensors
-        bw = ctx.bandwidth
-        near = ((pre - threshold).abs() < bw / 2).to(pre.dtype)
-        return None, (-(1.0 / bw) * near * grad_out).sum(0), None
+def check_feature_index(d_sae: int, feature: int) -> int:
+    """``feature`` as a Python int in ``0..d_sae - 1``, or a one-line error naming the allowed range."""
+    try:
+        index = None if isinstance(feature, (bool, float)) else operator.index(feature)
+    except TypeError:
+        index = None
+    if index is None or not 0 <= index < d_sae:
+        raise ValueError(f"feature must be an integer in 0..{d_sae - 1}, got {feature!r}")
+    return index
 
 
 class SAE(nn.Module):
@@ -223,8 +284,37 @@ class SAE(nn.Module):
         self.W_enc = nn.Parameter(W_dec_FD.t().clone())
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
-        if cfg.architecture == "jumprelu":
+        if cfg.traits.threshold:
             self.threshold = nn.Parameter(torch.full((cfg.d_sae,), cfg.jumprelu_init_threshold))
+
+    # ----------------------------------------------------------------- what it reads, and checks on it
+    @property
+    def hook_name(self) -> str:
+        """The hook point this SAE reads (``cfg.hook_name``)."""
+        if self.cfg.hook_name is None:
+            raise ValueError("this SAE does not record the hook point it reads: pass hook_name=... to the call, "
+                             "or set sae.cfg.hook_name")
+        return self.cfg.hook_name
+
+    def check_feature(self, feature: int) -> int:
+        """``feature`` as a Python int, or a one-line error naming the allowed range (numpy/torch integers too)."""
+        return check_feature_index(self.cfg.d_sae, feature)
+
+    def check_width(self, model) -> None:
+        """Refuse a model whose residual width is not this SAE's ``d_in``."""
+        if self.cfg.d_in != model.cfg.d_model:
+            raise ValueError(f"the SAE reads d_in={self.cfg.d_in} but the model's d_model is {model.cfg.d_model}: "
+                             "it was trained on another model")
+
+    def check_fits(self, model, hook_name: str | None = None) -> str:
+        """Refuse a model (or a ``hook_name`` override) this SAE was not trained on, naming both sides;
+        return the hook point to read: ``hook_name`` if given, else the SAE's own."""
+        name = self.hook_name if hook_name is None else hook_name
+        check_hook_name(model, name)
+        self.check_width(model)
+        if self.cfg.hook_name is not None and self.cfg.hook_name != name:
+            raise ValueError(f"the SAE was trained on {self.cfg.hook_name!r}, not on hook_name={name!r}")
+        return name
 
     # ----------------------------------------------------------------- the model
     def _check_input(self, x: Tensor) -> None:
@@ -255,13 +345,15 @@ class SAE(nn.Module):
         """Feature activations of ``x`` (dense tensor, mostly zeros)."""
         self._check_input(x)
         pre = self.pre_activations(x)
-        arch = self.cfg.architecture
-        if arch == "relu":
-            return pre.relu()
-        if arch == "jumprelu":
-            return _JumpReLU.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
-        values, idx = self._topk(pre)
-        return torch.zeros_like(pre).scatter_(-1, idx, values)
+        if self.cfg.traits.top_k:
+            values, idx = self._topk(pre)
+            return torch.zeros_like(pre).scatter_(-1, idx, values)
+        return self._dense_codes(pre)
+
+    def _dense_codes(self, pre: Tensor) -> Tensor:
+        if self.cfg.traits.threshold:
+            return _ThresholdStep.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth, True)
+        return pre.relu()
 
     def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
         """Reconstruction ``f @ W_dec + b_dec``."""
@@ -277,61 +369,61 @@ class SAE(nn.Module):
         return F.embedding_bag(idx_BK, self.W_dec, per_sample_weights=values_BK, mode="sum") + self.b_dec
 
     def forward(self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None,
-                sparsity_scale: float = 1.0, dense_feature_acts: bool = True,
-                batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAEOutput:
-        """Encode, decode and compute the training loss.
+                sparsity_scale: float = 1.0, batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAEOutput:
+        """Encode, decode and compute the training loss; the arguments are :meth:`loss`'s."""
+        losses, codes_BF = self._losses(x, dead_mask, sparsity_scale, batch_mean, dense_codes=True)
+        return SAEOutput(losses.reconstruction, codes_BF.reshape(*x.shape[:-1], self.cfg.d_sae), *losses[2:])
+
+    def loss(self, x: Float[Tensor, "batch d_in"], dead_mask: Tensor | None = None,
+             sparsity_scale: float = 1.0, batch_mean: Callable[[Tensor], Tensor] | None = None) -> SAELoss:
+        """The training loss of ``x``, without building the dense codes (the trainer's step).
 
         ``dead_mask`` (d_sae bools, latents that have not fired for a while) feeds TopK's AuxK loss;
         ``sparsity_scale`` multiplies the sparsity penalty (the trainer warms it up from 0 to 1);
         ``batch_mean`` turns this batch's mean of a statistic into the mean over the whole batch when the batch
         is split over processes (the AuxK loss's normaliser; see :mod:`saelab.distributed`).
         """
+        return self._losses(x, dead_mask, sparsity_scale, batch_mean, dense_codes=False)[0]
+
+    def _losses(self, x: Tensor, dead_mask: Tensor | None, sparsity_scale: float,
+                batch_mean: Callable[[Tensor], Tensor] | None, dense_codes: bool) -> tuple[SAELoss, Tensor | None]:
         self._check_input(x)
         cfg, zero = self.cfg, x.new_zeros(())
         x_BD = x.reshape(-1, cfg.d_in)
         pre_BF = self.pre_activations(x_BD)
-        aux, nested_mse = zero, None
-        if cfg.architecture == "topk":
+        aux, nested_mse, f_BF = zero, None, None
+        if cfg.traits.top_k:
             values_BK, idx_BK = self._topk(pre_BF)
             recon_BD = self.decode_sparse(values_BK, idx_BK)
             if cfg.matryoshka_groups > 1:
                 nested_mse = self._matryoshka_mse(x_BD, values_BK, idx_BK, recon_BD)
             # Codes for the output are built without autograd: the gradient flows through the k winners only.
             with torch.no_grad():
-                if dense_feature_acts:
+                active = values_BK.detach()
+                if dense_codes:
                     f_BF = torch.zeros_like(pre_BF).scatter_(-1, idx_BK, values_BK)
-                else:  # CSR: every row holds exactly k entries, so the row pointers are a plain range
-                    crow = torch.arange(0, idx_BK.numel() + 1, cfg.k, device=idx_BK.device)
-                    with warnings.catch_warnings():  # torch calls CSR "beta"; building one is all we do
-                        warnings.simplefilter("ignore", UserWarning)
-                        f_BF = torch.sparse_csr_tensor(crow, idx_BK.flatten(), values_BK.detach().flatten(),
-                                                       pre_BF.shape, device=idx_BK.device,
-                                                       check_invariants=False)
                 # A latent fired if some row gave it a positive value (bincount sums the values per latent).
-                fired_F = torch.bincount(idx_BK.flatten(), weights=values_BK.detach().flatten(),
-                                         minlength=cfg.d_sae) > 0
+                fired_F = torch.bincount(idx_BK.flatten(), weights=active.flatten(), minlength=cfg.d_sae) > 0
             sparsity = zero
             if dead_mask is not None and cfg.aux_k_coefficient > 0 and bool(dead_mask.any()):
                 aux = cfg.aux_k_coefficient * self._aux_k_loss(x_BD - recon_BD.detach(), pre_BF, dead_mask,
                                                                batch_mean)
         else:
-            if cfg.architecture == "relu":
-                f_BF = pre_BF.relu()
+            f_BF = self._dense_codes(pre_BF)
+            if cfg.traits.threshold:
+                counts_F = _ThresholdStep.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth, False).sum(0)
+                sparsity = sparsity_scale * cfg.l0_coefficient * counts_F.sum() / x_BD.shape[0]
+                fired_F = counts_F.detach() > 0
+            else:
                 # sum_b sum_i f_bi ||W_dec_i|| as (sum over batch first) . norms: one pass over the codes, not two.
                 f_sum_F = f_BF.sum(0)
                 sparsity = sparsity_scale * cfg.l1_coefficient * (f_sum_F @ self.W_dec.norm(dim=1)) / x_BD.shape[0]
                 fired_F = f_sum_F.detach() > 0
-            else:
-                f_BF = _JumpReLU.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth)
-                counts_F = _Step.apply(pre_BF, self.threshold, cfg.jumprelu_bandwidth).sum(0)
-                sparsity = sparsity_scale * cfg.l0_coefficient * counts_F.sum() / x_BD.shape[0]
-                fired_F = counts_F.detach() > 0
             recon_BD = torch.addmm(self.b_dec, f_BF, self.W_dec)
+            active = f_BF.detach()
         mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
         loss = (mse if nested_mse is None else nested_mse) + sparsity + aux
-        if f_BF.layout == torch.strided:
-            f_BF = f_BF.reshape(*x.shape[:-1], cfg.d_sae)
-        return SAEOutput(recon_BD.reshape(x.shape), f_BF, loss, mse, sparsity, aux, fired_F)
+        return SAELoss(recon_BD.reshape(x.shape), active, loss, mse, sparsity, aux, fired_F), f_BF
 
     def _matryoshka_mse(self, x_BD: Tensor, values_BK: Tensor, idx_BK: Tensor, recon_BD: Tensor) -> Tensor:
         """Mean over the nested prefixes of the reconstruction error using only the winners inside each prefix.

@@ -19,23 +19,21 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saelab.harvest import check_hook_name, check_tokens
+from saelab import deprecated
+from saelab.harvest import check_tokens
 from saelab.sae import SAE
 
 
 def check_sae_width(model, sae: SAE) -> None:
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(f"the SAE reads d_in={sae.cfg.d_in} but the model's d_model is {model.cfg.d_model}: "
-                         "it was trained on another model")
+    """Deprecated: ``sae.check_width(model)``."""
+    deprecated.warn("splice.check_sae_width(model, sae)", "sae.check_width(model)", stacklevel=3)
+    sae.check_width(model)
 
 
-def check_sae_fits_model(model, sae: SAE, hook_name: str) -> None:
-    """Refuse an SAE trained for another width or another hook point, naming both sides."""
-    check_hook_name(model, hook_name)
-    check_sae_width(model, sae)
-    trained_on = sae.cfg.metadata.get("hook_name")
-    if trained_on is not None and trained_on != hook_name:
-        raise ValueError(f"the SAE was trained on {trained_on!r}, not on hook_name={hook_name!r}")
+def check_sae_fits_model(model, sae: SAE, hook_name: str | None = None) -> None:
+    """Deprecated: ``sae.check_fits(model)`` (``hook_name=`` to check another hook point)."""
+    deprecated.warn("splice.check_sae_fits_model(model, sae, hook_name)", "sae.check_fits(model)", stacklevel=3)
+    sae.check_fits(model, hook_name)
 
 
 def reconstruct_hook(activation: Tensor, hook, sae: SAE, skip_positions: int = 1) -> Tensor:
@@ -74,16 +72,19 @@ class SpliceLoss:
 def ce_loss_recovered(
     model,
     sae: SAE,
-    hook_name: str,
     tokens: Int[Tensor, "batch pos"],
-    *,
+    *old_shape,
+    hook_name: str | None = None,
     batch_size: int = 8,
     skip_positions: int = 1,
     progress: bool = True,
 ) -> SpliceLoss:
-    """Next-token loss three ways over ``tokens``; see the module docstring."""
+    """Next-token loss three ways over ``tokens``, the SAE spliced in at its hook (or ``hook_name``); see the
+    module docstring."""
+    (tokens,), hook_name = deprecated.hook_first("splice.ce_loss_recovered(model, sae, tokens)",
+                                                 (tokens, *old_shape), hook_name, old=isinstance(tokens, str), takes=1)
     check_tokens(model, tokens)
-    check_sae_fits_model(model, sae, hook_name)
+    hook_name = sae.check_fits(model, hook_name)
     variants = {
         "clean": [],
         "spliced": [(hook_name, partial(reconstruct_hook, sae=sae, skip_positions=skip_positions))],

@@ -20,6 +20,7 @@ KeyboardInterrupt included — and leaves other (outer) hooks in place, so conte
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from functools import partial
 from typing import Iterator, Mapping, NamedTuple, Sequence
@@ -28,27 +29,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saelab import lm, streaming
-from saelab.features import check_feature
+from saelab import deprecated, lm, streaming
 from saelab.harvest import check_hook_name, collect_activations
 from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model
 from saelab.streaming import StreamedToken
-
-
-def sae_hook_name(sae: SAE, hook_name: str | None = None) -> str:
-    """The hook point the SAE reads: given, or recorded in its config (``metadata.hook_name``)."""
-    name = hook_name or sae.cfg.metadata.get("hook_name")
-    if name is None:
-        raise ValueError("hook_name is needed: this SAE does not record the hook it was trained on")
-    return name
 
 
 def _checked_clamps(sae: SAE, clamps: Mapping[int, float]) -> tuple[Tensor, Tensor]:
     if not clamps:
         raise ValueError("clamps is empty: give {feature: value, ...}")
     for feature, value in clamps.items():
-        check_feature(sae, feature)
+        sae.check_feature(feature)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"clamp value for feature {feature} must be a finite number, got {value!r}")
     ids = torch.tensor(list(clamps), dtype=torch.long)
@@ -69,21 +60,24 @@ def add_hook(activation: Tensor, hook, direction: Tensor, alpha: float) -> Tenso
 
 
 @contextlib.contextmanager
-def clamp(model, sae: SAE, clamps: Mapping[int, float], hook_name: str | None = None) -> Iterator[None]:
+def clamp(model, sae: SAE, clamps: Mapping[int, float], *old_shape, hook_name: str | None = None
+          ) -> Iterator[None]:
     """Within the block, every forward pass runs with the features in ``clamps`` held at their values.
 
         with steer.clamp(model, sae, {feature: 2.0 * max_activation}):
             print(lm.chat(model, "What is your physical form?"))
     """
-    with torch.no_grad(), model.hooks(fwd_hooks=clamp_hooks(model, sae, clamps, hook_name)):
+    hook_name = deprecated.positional_hook("steer.clamp(model, sae, clamps)", old_shape, hook_name)
+    with torch.no_grad(), model.hooks(fwd_hooks=clamp_hooks(model, sae, clamps, hook_name=hook_name)):
         yield
 
 
-def clamp_hooks(model, sae: SAE, clamps: Mapping[int, float], hook_name: str | None = None) -> list[lm.Hook]:
+def clamp_hooks(model, sae: SAE, clamps: Mapping[int, float], *old_shape, hook_name: str | None = None
+                ) -> list[lm.Hook]:
     """The checked ``(hook_name, fn)`` pair that :func:`clamp` installs, for ``run_with_hooks``, ``lm.generate``
-    or a stream (``streaming.stream_generate(..., fwd_hooks=...)``)."""
-    name = sae_hook_name(sae, hook_name)
-    check_sae_fits_model(model, sae, name)
+    or a stream (``streaming.stream_generate(..., fwd_hooks=...)``); at the SAE's hook unless ``hook_name``."""
+    hook_name = deprecated.positional_hook("steer.clamp_hooks(model, sae, clamps)", old_shape, hook_name)
+    name = sae.check_fits(model, hook_name)
     ids, values = _checked_clamps(sae, clamps)
     return [(name, partial(clamp_hook, sae=sae, feature_ids=ids, values=values))]
 
@@ -145,7 +139,7 @@ def steering_hooks(
     if clamps is not None:
         if sae is None:
             raise ValueError("clamps need the sae whose features they name")
-        return clamp_hooks(model, sae, clamps, hook_name)
+        return clamp_hooks(model, sae, clamps, hook_name=hook_name)
     if hook_name is None:
         raise ValueError("additive steering needs hook_name")
     return add_hooks(model, hook_name, direction, alpha)
@@ -171,24 +165,12 @@ def generate(
     return Replies(ask(), ask(fwd_hooks=hooks))
 
 
-def stream_replies(
-    model,
-    prompt: str,
-    *,
-    sae: SAE | None = None,
-    clamps: Mapping[int, float] | None = None,
-    direction: Tensor | None = None,
-    alpha: float = 0.0,
-    hook_name: str | None = None,
-    feature: int | None = None,
-    max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    seed: int = 0,
-    system: str | None = None,
-    baseline: bool = True,
-) -> Iterator[tuple[str, StreamedToken]]:
+def stream_replies(model, prompt: str, *, feature: int | None = None, system: str | None = None,
+                   baseline: bool = True, **options) -> Iterator[tuple[str, StreamedToken]]:
     """:func:`generate`, token by token: yields ``("baseline", token)`` and ``("steered", token)`` in turn
-    until both replies have ended, so both grow side by side. The tokens are those of :func:`generate`.
+    until both replies have ended, so both grow side by side. The tokens are those of :func:`generate`, and
+    ``options`` are its keyword arguments (``sae``, ``clamps`` or ``direction`` / ``alpha`` / ``hook_name``,
+    ``max_new_tokens``, ``temperature``, ``seed``; the one list of them is ``generate``'s signature).
 
     ``feature`` (with ``sae``): each token also carries that feature's activation at the SAE's hook, as the
     model computed it before the steering hook changed it (see :mod:`saelab.streaming`).
@@ -198,14 +180,19 @@ def stream_replies(
                                                  clamps={f: 1.5 * store.max_activation[f].item()}, feature=f):
             print(which, repr(token.text), token.activation)
     """
-    hooks = steering_hooks(model, sae=sae, clamps=clamps, direction=direction, alpha=alpha, hook_name=hook_name)
-    if feature is not None and sae is None:
+    request = inspect.signature(generate).bind(model, prompt, **options)  # a wrong keyword is a TypeError here
+    request.apply_defaults()
+    given = request.arguments
+    hooks = steering_hooks(model, **{name: given[name] for name in ("sae", "clamps", "direction", "alpha",
+                                                                    "hook_name")})
+    if feature is not None and given["sae"] is None:
         raise ValueError("feature needs the sae whose feature it is")
     tokens = lm.chat_tokens(model, prompt, system)
     # A clamp's hook_name is the SAE's own hook; an added direction's may be another, so the SAE's record rules.
-    track = (dict(sae=sae, feature=feature, hook_name=hook_name if clamps is not None else None)
-             if feature is not None else {})
-    options = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, **track)
+    track = (dict(sae=given["sae"], feature=feature, hook_name=given["hook_name"] if given["clamps"] is not None
+                  else None) if feature is not None else {})
+    options = dict(max_new_tokens=given["max_new_tokens"], temperature=given["temperature"], seed=given["seed"],
+                   **track)
     # Built here, not in the generator below, so a bad request fails at the call rather than at the first token.
     streams = {"steered": streaming.stream_generate(model, tokens, fwd_hooks=hooks, **options)}
     if baseline:

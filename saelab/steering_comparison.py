@@ -35,11 +35,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saelab import lm, reply_checks
-from saelab.features import check_feature
+from saelab import deprecated, lm, reply_checks
 from saelab.harvest import check_hook_name
 from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model
 from saelab.steering_search import mean_logprob, row_clamp_hook
 
 # The unsteered model's own greedy replies to these prompts read at a perplexity of about 2-4 to it.
@@ -62,10 +60,12 @@ class Method(NamedTuple):
     system: str | None = None
 
 
-def clamp_method(name: str, sae: SAE, feature: int, hook_name: str | None = None) -> Method:
-    """Clamp ``feature`` of ``sae`` (error term kept); the push sets the clamp value."""
-    hook = hook_name or sae.cfg.metadata.get("hook_name")
-    return Method(name, hook, "clamp", sae=sae, feature=check_feature(sae, feature))
+def clamp_method(name: str, sae: SAE, feature: int, *old_shape, hook_name: str | None = None) -> Method:
+    """Clamp ``feature`` of ``sae`` (error term kept) at its hook (or ``hook_name``); the push sets the value."""
+    hook_name = deprecated.positional_hook("steering_comparison.clamp_method(name, sae, feature)", old_shape,
+                                           hook_name)
+    hook = sae.hook_name if hook_name is None else hook_name
+    return Method(name, hook, "clamp", sae=sae, feature=sae.check_feature(feature))
 
 
 def add_method(name: str, hook_name: str, direction: Float[Tensor, " d_model"]) -> Method:
@@ -172,7 +172,7 @@ def method_replies(model, method: Method, prompts: Sequence[str], pushes: Sequen
             raise ValueError(f"pushes must be finite numbers >= 0, got {list(pushes)!r}")
         check_hook_name(model, method.hook_name)
         if method.kind == "clamp":
-            check_sae_fits_model(model, method.sae, method.hook_name)
+            method.sae.check_fits(model, method.hook_name)
     rows = torch.tensor([math.nan] if method.kind == "system" else [float(p) for p in pushes])
     eos = model.tokenizer.eos_token_id
     out = []
@@ -260,7 +260,7 @@ def standard_methods(model, sae: SAE, *, output_feature: int, detection_feature:
     """The head-to-head's methods: the SAE clamp of the feature chosen by its output and of the one chosen by
     detection, the output feature's decoder row added, the contrastive vector at each of its hooks, and the
     system prompt."""
-    hook = sae.cfg.metadata.get("hook_name")
+    hook = sae.hook_name
     methods = [clamp_method(f"SAE clamp, output-chosen (feature {output_feature})", sae, output_feature),
                clamp_method(f"SAE clamp, detection-chosen (feature {detection_feature})", sae, detection_feature),
                add_method(f"SAE decoder row added (feature {output_feature})", hook, sae.W_dec[output_feature].detach())]

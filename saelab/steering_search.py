@@ -38,11 +38,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saelab import lm, reply_checks
-from saelab.features import check_feature
 from saelab.files import write_json_atomic
 from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model
-from saelab.steer import sae_hook_name
 
 
 class Strength(NamedTuple):
@@ -76,7 +73,7 @@ def median_residual_norm(model, hook_name: str, prompts: Sequence[str]) -> float
 def strength_for_push(sae: SAE, feature: int, push_fraction: float, median_norm: float,
                       max_activation: float) -> Strength:
     """The clamp value whose push is ``push_fraction`` x ``median_norm`` long, in both units."""
-    feature = check_feature(sae, feature)
+    feature = sae.check_feature(feature)
     if not math.isfinite(push_fraction) or push_fraction < 0:
         raise ValueError(f"push_fraction must be a finite number >= 0, got {push_fraction!r}")
     value = push_fraction * median_norm / float(sae.W_dec[feature].detach().norm())
@@ -86,7 +83,7 @@ def strength_for_push(sae: SAE, feature: int, push_fraction: float, median_norm:
 def strength_for_multiple(sae: SAE, feature: int, multiple: float, median_norm: float,
                           max_activation: float) -> Strength:
     """The clamp value ``multiple`` x the feature's max activation, in both units."""
-    feature = check_feature(sae, feature)
+    feature = sae.check_feature(feature)
     value = multiple * max_activation
     return Strength(value, multiple, value * float(sae.W_dec[feature].detach().norm()) / median_norm)
 
@@ -170,11 +167,10 @@ def concept_gain(
     """Per feature: how much clamping it (push ``push_fraction`` x ``median_norm``, every position) raises the
     mean per-token log-probability of ``continuations`` after each chat prompt, averaged over prompts and
     continuations. Positive: the feature moves the model toward saying them."""
-    name = sae_hook_name(sae, hook_name)
-    check_sae_fits_model(model, sae, name)
+    name = sae.check_fits(model, hook_name)
     if not features or not prompts or not continuations:
         raise ValueError("features, prompts and continuations must each hold at least one item")
-    ids = torch.tensor([check_feature(sae, f) for f in features])
+    ids = torch.tensor([sae.check_feature(f) for f in features])
     values = push_fraction * median_norm / sae.W_dec[ids].detach().float().norm(dim=-1)
     gains = torch.zeros(len(ids))
     n_cont = len(continuations)
@@ -259,11 +255,10 @@ def reply_scan(model, sae: SAE, features: Sequence[int], prompt: str, push_fract
     row of one batched greedy generation, and its reply to ``prompt`` checked with the offline proxies.
 
     ``max_activation`` (per feature, e.g. a feature store's) converts each push to a multiple of max."""
-    name = sae_hook_name(sae, hook_name)
-    check_sae_fits_model(model, sae, name)
+    name = sae.check_fits(model, hook_name)
     if not features:
         raise ValueError("features must hold at least one feature id")
-    ids = torch.tensor([check_feature(sae, f) for f in features])
+    ids = torch.tensor([sae.check_feature(f) for f in features])
     tokens = lm.chat_tokens(model, prompt)
     results = []
     for start in tqdm(range(0, len(ids), rows_per_pass), desc="reply scan", disable=not progress):

@@ -36,9 +36,7 @@ from torch import Tensor
 from transformer_lens.utilities import sample_logits
 
 from saelab import lm
-from saelab.features import check_feature
 from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model
 
 
 class StreamedToken(NamedTuple):
@@ -113,11 +111,8 @@ def stream_generate(
     if (sae is None) != (feature is None):
         raise ValueError("give both sae and feature to track a feature's activation, or neither")
     if sae is not None:
-        name = hook_name or sae.cfg.metadata.get("hook_name")
-        if name is None:
-            raise ValueError("hook_name is needed: this SAE does not record the hook it was trained on")
-        check_sae_fits_model(model, sae, name)
-        check_feature(sae, feature)
+        name = sae.check_fits(model, hook_name)
+        sae.check_feature(feature)
         readers = [(name, partial(_read_feature, sae=sae, feature=feature, into=read))]
     # The sampler's own random state: seeded like lm.generate (torch.manual_seed), so the same seed samples the
     # same tokens, yet whatever the caller draws between two tokens cannot change the next one.

@@ -191,10 +191,10 @@ def _run(recipe: Recipe, out: Path, work_dir: Path | None, progress: bool, devic
     n_rows, n_kept = distributed.total(stream.rows), distributed.total(kept)
 
     sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=recipe.d_sae, architecture="topk", k=recipe.k,
-                        matryoshka_groups=recipe.matryoshka_groups,
-                        metadata={"model_name": recipe.model, "hook_name": recipe.hook_name,
-                                  "hook_layer": recipe.layer, "context_size": recipe.seq_len,
-                                  "prepend_bos": True}), seed=recipe.seed)
+                        matryoshka_groups=recipe.matryoshka_groups, hook_name=recipe.hook_name,
+                        model_name=recipe.model,
+                        metadata={"hook_layer": recipe.layer, "context_size": recipe.seq_len, "prepend_bos": True}),
+              seed=recipe.seed)
     history = train_sae(sae, stream, steps=recipe.epochs * stream.steps_per_epoch(kept), lr=recipe.lr,
                         seed=recipe.seed, progress=progress, device=device,
                         autocast_dtype=torch.bfloat16 if recipe.train_dtype == "bfloat16" else None)
@@ -208,12 +208,12 @@ def _run(recipe: Recipe, out: Path, work_dir: Path | None, progress: bool, devic
     heldout = collect_activations(model, recipe.hook_name, heldout_tokens, dtype=dtype, progress=False).float()
     heldout_kept = heldout[heldout.norm(dim=-1) <= recipe.max_norm]
     evaluation = evaluate(sae, heldout_kept)  # batch by batch on the SAE's device
-    splice = ce_loss_recovered(model, sae, recipe.hook_name, heldout_tokens[:64], progress=progress)
+    splice = ce_loss_recovered(model, sae, heldout_tokens[:64], progress=progress)
     # The feature store reads harvested activations, which come back on the CPU: the SAE goes there too.
     sae.cpu().save(out, dtype=save_dtype)
 
     store_rows = train_tokens[: recipe.feature_store_rows]
-    build_feature_store(model, sae, recipe.hook_name, store_rows, max_norm=recipe.max_norm,
+    build_feature_store(model, sae, store_rows, max_norm=recipe.max_norm,
                         progress=progress).save(out / "feature_store.safetensors")
     metrics = {
         **evaluation.as_dict(), **splice.as_dict(),

@@ -220,6 +220,7 @@ def train_sae(
     if autocast_dtype not in (None, torch.bfloat16):
         raise ValueError(f"autocast_dtype must be None or torch.bfloat16 (float16 would need loss scaling), "
                          f"got {autocast_dtype!r}")
+    _record_provenance(sae, activations)
     if device is None:
         device = activations.device if isinstance(activations, Tensor) else sae.W_enc.device
     device = torch.device(device)
@@ -285,7 +286,7 @@ def train_sae(
     # Logging reads the whole (batch, d_sae) code matrix once more: at most ~100 points, at least 10 steps apart.
     log_every = log_every or max(10, steps // 100)
     if resample_at is None:
-        resample_at = (0.25, 0.5) if cfg.architecture == "relu" else ()
+        resample_at = (0.25, 0.5) if cfg.traits.resample_dead else ()
     resample_steps = {int(f * steps) for f in resample_at if 0 < f < 1}
     dead_after = dead_after_rows or max(min(steps * batch_size // 5, 1_000_000), batch_size)
     rows_since_fired_F = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
@@ -316,9 +317,8 @@ def train_sae(
             dead_F = rows_since_fired_F >= dead_after
             with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                                 enabled=autocast_dtype is not None):
-                out = sae(x_BD, dead_mask=dead_F if cfg.architecture == "topk" else None,
-                          sparsity_scale=min(1.0, (step + 1) / sparsity_warmup), dense_feature_acts=False,
-                          batch_mean=batch_mean)
+                out = sae.loss(x_BD, dead_mask=dead_F if cfg.traits.top_k else None,
+                               sparsity_scale=min(1.0, (step + 1) / sparsity_warmup), batch_mean=batch_mean)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             fired_F = distributed.average_gradients_(parameters, out.fired)
@@ -330,11 +330,11 @@ def train_sae(
             with torch.no_grad():
                 if cfg.normalize_decoder:
                     sae.normalize_decoder_()
-                if cfg.architecture == "jumprelu":
+                if cfg.traits.threshold:
                     sae.threshold.clamp_(min=1e-6)
                 rows_since_fired_F += x_BD.shape[0] * world
                 rows_since_fired_F.masked_fill_(fired_F, 0)
-                if step in resample_steps and cfg.architecture == "relu":
+                if step in resample_steps and cfg.traits.resample_dead:
                     n = _resample_dead(sae, opt, rows_since_fired_F >= dead_after, x_BD, out.reconstruction,
                                        sae_gen)
                     if n and world > 1:  # every rank resampled from its own rows: rank 0's choice wins
@@ -356,6 +356,18 @@ def train_sae(
         if scale != 1.0:
             _fold_scale(sae, scale)
     return history
+
+
+def _record_provenance(sae: SAE, activations) -> None:
+    """Activations harvested to disk (an ActivationStore, or ShardBatches over one) name their hook point and
+    model: an SAE that records none takes them, so later calls read the hook it was trained on."""
+    store = getattr(activations, "store", activations)
+    recorded = getattr(store, "metadata", None)
+    if not isinstance(recorded, dict):
+        return
+    for name, key in (("hook_name", "hook_name"), ("model_name", "model")):
+        if getattr(sae.cfg, name) is None and isinstance(recorded.get(key), str):
+            setattr(sae.cfg, name, recorded[key])
 
 
 def _adam_moments(opt: torch.optim.Optimizer, parameters: list[Tensor]) -> list[Tensor]:
@@ -384,9 +396,8 @@ def _log(history: TrainHistory, step: int, out, x_BD: Tensor, dead_F: Tensor, lr
     history.mse.append(float(out.mse))
     history.sparsity_loss.append(float(out.sparsity_loss))
     history.aux_loss.append(float(out.aux_loss))
-    codes = out.feature_acts.values() if out.feature_acts.layout == torch.sparse_csr else out.feature_acts
     # Codes are >= 0, so sign() is 1 exactly where a latent fires; on CPU this beats count_nonzero many-fold.
-    history.l0.append(float(codes.sign().sum()) / x_BD.shape[0])
+    history.l0.append(float(out.active_values.sign().sum()) / x_BD.shape[0])
     history.fvu.append(float(out.mse / variance.clamp_min(1e-12)))
     history.dead_fraction.append(float(dead_F.float().mean()))
     history.lr.append(lr)

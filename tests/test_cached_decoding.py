@@ -49,7 +49,7 @@ def test_lm_generate_and_streams_decode_as_full_passes_do(lively_tiny_model, ste
 
 def test_a_stream_that_tracks_a_feature_decodes_the_same_tokens(lively_tiny_model, steering):
     model = lively_tiny_model
-    sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=64, architecture="topk", k=4, metadata={"hook_name": HOOK}))
+    sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=64, architecture="topk", k=4, hook_name=HOOK))
     tokens = model.to_tokens(PROMPTS[0])
     tracked = [step.token for step in streaming.stream_generate(model, tokens, 24, fwd_hooks=steering, sae=sae,
                                                                 feature=0, stop_at_eos=False)]

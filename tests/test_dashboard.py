@@ -13,9 +13,9 @@ HOOK = "blocks.2.hook_resid_post"
 
 @pytest.fixture(scope="module")
 def setup(tiny_model, tiny_texts):
-    sae = SAE(SAEConfig(d_in=32, d_sae=24, architecture="relu", metadata={"hook_name": HOOK}), seed=1)
+    sae = SAE(SAEConfig(d_in=32, d_sae=24, architecture="relu", hook_name=HOOK), seed=1)
     tokens = tokenize_corpus(tiny_model, tiny_texts, seq_len=16)
-    store = features.build_feature_store(tiny_model, sae, HOOK, tokens, n_top=4, progress=False)
+    store = features.build_feature_store(tiny_model, sae, tokens, hook_name=HOOK, n_top=4, progress=False)
     return tiny_model, sae, store
 
 
@@ -53,7 +53,7 @@ def test_own_text_shows_this_features_activation_on_each_token(setup):
     model, sae, store = setup
     dashboard = feature_dashboard(model, sae, store, feature=int(store.max_activation.argmax()))
     dashboard.own_text.value = "The quick brown fox"
-    acts = features.feature_activations(model, sae, HOOK, model.to_tokens("The quick brown fox"))[0, 1:,
+    acts = features.feature_activations(model, sae, model.to_tokens("The quick brown fox"), hook_name=HOOK)[0, 1:,
                                                                                                dashboard.feature.value]
     assert f"max {acts.max().item():.2f}" in dashboard.own_result.value
     assert dashboard.own_result.value.count("<span") == acts.shape[0]
@@ -72,8 +72,8 @@ def test_a_dashboard_for_a_mismatched_sae_store_or_feature_is_refused(setup):
     with pytest.raises(ValueError, match="d_in=16"):
         feature_dashboard(model, SAE(SAEConfig(d_in=16, d_sae=8), seed=0), store)
     with pytest.raises(ValueError, match="built for an SAE with d_sae=24, but this SAE has d_sae=8"):
-        feature_dashboard(model, SAE(SAEConfig(d_in=32, d_sae=8, metadata={"hook_name": HOOK}), seed=0), store)
-    other = SAE(SAEConfig(d_in=32, d_sae=24, metadata={"hook_name": "blocks.15.hook_resid_post"}), seed=0)
+        feature_dashboard(model, SAE(SAEConfig(d_in=32, d_sae=8, hook_name=HOOK), seed=0), store)
+    other = SAE(SAEConfig(d_in=32, d_sae=24, hook_name="blocks.15.hook_resid_post"), seed=0)
     with pytest.raises(ValueError, match="trained on 'blocks.15.hook_resid_post', not on hook_name='blocks.2"):
         feature_dashboard(model, other, store)
 
@@ -121,7 +121,7 @@ def test_your_own_text_follows_feature_switches_without_running_the_model_again(
     a, b = store.max_activation.topk(2).indices.tolist()
     dashboard = feature_dashboard(model, sae, store, feature=a)
     dashboard.own_text.value = "The quick brown fox"
-    acts = features.feature_activations(model, sae, HOOK, model.to_tokens("The quick brown fox"))[0, 1:]
+    acts = features.feature_activations(model, sae, model.to_tokens("The quick brown fox"), hook_name=HOOK)[0, 1:]
     monkeypatch.setattr(features, "collect_activations", lambda *args, **kwargs: 1 / 0)
     dashboard.feature.value = b
     assert f"max {acts[:, b].max().item():.2f}" in dashboard.own_result.value

@@ -16,13 +16,13 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "In the beginning",
 
 @pytest.fixture(scope="module")
 def sae():
-    return SAE(SAEConfig(d_in=32, d_sae=40, architecture="relu", metadata={"hook_name": HOOK}), seed=1)
+    return SAE(SAEConfig(d_in=32, d_sae=40, architecture="relu", hook_name=HOOK), seed=1)
 
 
 def test_padded_batches_give_each_text_what_it_gets_alone(tiny_model, sae):
     stats = detection.text_stats(tiny_model, sae, TEXTS, batch_size=3)
     for i, text in enumerate(TEXTS):
-        alone = features.feature_activations(tiny_model, sae, HOOK, tiny_model.to_tokens(text))[0, 1:]
+        alone = features.feature_activations(tiny_model, sae, tiny_model.to_tokens(text), hook_name=HOOK)[0, 1:]
         assert torch.allclose(stats.maxima[i], alone.max(0).values, atol=1e-5)
         assert torch.equal(stats.fired_tokens[i], (alone > 0).sum(0).float())
         assert stats.n_tokens[i] == alone.shape[0]
@@ -136,7 +136,7 @@ def bridge_token_model():
                                                 tokenizer=tokenizer, device="cpu").eval()
     bridge_id = model.to_single_token(" bridge")
     hook = "blocks.0.hook_resid_pre"
-    sae = SAE(SAEConfig(d_in=32, d_sae=8, architecture="relu", metadata={"hook_name": hook}), seed=0)
+    sae = SAE(SAEConfig(d_in=32, d_sae=8, architecture="relu", hook_name=hook), seed=0)
     embedding = model.W_E[bridge_id].detach()
     unit = embedding / embedding.norm()
     with torch.no_grad():
@@ -152,7 +152,7 @@ def test_a_latent_for_the_bridge_token_is_not_a_concept_feature(bridge_token_mod
     model, sae, bridge_id = bridge_token_model
     # it is what it claims to be: it fires on every " bridge" token and on no other token
     tokens = model.to_tokens(BRIDGE_TEXT)
-    acts = features.feature_activations(model, sae, "blocks.0.hook_resid_pre", tokens)[..., 0]
+    acts = features.feature_activations(model, sae, tokens, hook_name="blocks.0.hook_resid_pre")[..., 0]
     assert torch.equal(acts > 0, tokens == bridge_id)
     # on the named slice it looks like a bridge detector ...
     named = [p for p in concepts.passages("golden_gate") if " bridge " in p][:8]
@@ -174,7 +174,7 @@ def test_renaming_features_keeps_a_recorded_steering_choice(tmp_path, monkeypatc
     from saelab.sae import SAE, SAEConfig
 
     folder = tmp_path / "sae"
-    SAE(SAEConfig(d_in=8, d_sae=16, metadata={"hook_name": "blocks.0.hook_resid_post"}), seed=0).save(folder)
+    SAE(SAEConfig(d_in=8, d_sae=16, hook_name="blocks.0.hook_resid_post"), seed=0).save(folder)
     steer_entry = {"feature": 7, "push_fraction": 0.5, "multiple_of_max": 2.0, "value": 1.0}
     (folder / "features.json").write_text(json.dumps({"fox": {"feature": 3, "steer": steer_entry},
                                                       "gone": {"feature": 1}}))

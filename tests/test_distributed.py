@@ -74,8 +74,8 @@ def test_torchrun_with_two_processes_writes_the_sae_its_metrics_and_feature_stor
                     "--rows-per-shard", "16", "--out", str(out), "--work-dir", str(work))
     sae = SAE.load(out)
     assert sae.cfg.d_in == 32 and sae.cfg.d_sae == 128 and sae.cfg.k == 4
-    assert sae.cfg.metadata["model_name"] == str(tiny_model_folders["gpt2"])
-    assert sae.cfg.metadata["hook_name"] == "blocks.1.hook_resid_post"
+    assert sae.cfg.model_name == str(tiny_model_folders["gpt2"])
+    assert sae.cfg.hook_name == "blocks.1.hook_resid_post"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["l0"] == pytest.approx(4.0)
     assert 0 < metrics["fvu"] < 1

@@ -14,7 +14,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "What is your physical 
 
 @pytest.fixture(scope="module")
 def sae():
-    sae = SAE(SAEConfig(d_in=32, d_sae=48, architecture="topk", k=4, metadata={"hook_name": HOOK}), seed=3)
+    sae = SAE(SAEConfig(d_in=32, d_sae=48, architecture="topk", k=4, hook_name=HOOK), seed=3)
     with torch.no_grad():
         sae.b_enc += 0.5  # make the feature fire often enough for max/mean/sum to differ
     return sae
@@ -22,25 +22,25 @@ def sae():
 
 def feature_of(sae, tiny_model):
     """A feature that fires on every text, so that max, mean, sum and BOS-included answers all differ."""
-    acts = [feature_activations(tiny_model, sae, HOOK, tiny_model.to_tokens(t))[0, 1:] for t in TEXTS]
+    acts = [feature_activations(tiny_model, sae, tiny_model.to_tokens(t))[0, 1:] for t in TEXTS]
     fires_everywhere = torch.stack([(a > 0).sum(0) >= 2 for a in acts]).all(0)
     return int(fires_everywhere.float().argmax())
 
 
 def per_text(model, sae, texts, feature, reduce, first=1):
-    return torch.stack([reduce(feature_activations(model, sae, HOOK, model.to_tokens(t))[0, first:, feature])
+    return torch.stack([reduce(feature_activations(model, sae, model.to_tokens(t))[0, first:, feature])
                         for t in texts])
 
 
 def test_the_reference_passes_and_a_stub_is_not_attempted(tiny_model, sae):
     f = feature_of(sae, tiny_model)
-    reference = lambda m, s, h, texts, feat: lesson06.reference_feature_max_per_text(m, s, h, texts, feat)
-    assert lesson06.check_feature_max_per_text(reference, tiny_model, sae, HOOK, TEXTS, f) is True
+    reference = lambda m, s, texts, feat: lesson06.reference_feature_max_per_text(m, s, texts, feat)
+    assert lesson06.check_feature_max_per_text(reference, tiny_model, sae, TEXTS, f) is True
 
     def stub(*args):
         raise NotImplementedError
 
-    assert lesson06.check_feature_max_per_text(stub, tiny_model, sae, HOOK, TEXTS, f) is False
+    assert lesson06.check_feature_max_per_text(stub, tiny_model, sae, TEXTS, f) is False
     assert lesson06.check_logit_effects(stub, tiny_model, sae, f) is False
     assert lesson06.check_logit_effects(lambda m, s, feat: lesson06.reference_logit_effects(m, s, feat),
                                         tiny_model, sae, f) is True
@@ -54,12 +54,12 @@ def test_the_reference_passes_and_a_stub_is_not_attempted(tiny_model, sae):
 def test_feature_max_mistakes_are_named(tiny_model, sae, mistake, hint):
     f = feature_of(sae, tiny_model)
     with pytest.raises(ExerciseError, match=hint):
-        lesson06.check_feature_max_per_text(lambda m, s, h, texts, feat: mistake(m, s, texts, feat),
-                                            tiny_model, sae, HOOK, TEXTS, f)
+        lesson06.check_feature_max_per_text(mistake, tiny_model, sae, TEXTS, f)
 
 
 def test_pre_activations_instead_of_the_encoder_are_named(tiny_model, sae):
-    def pre_activations(model, s, hook, texts, feature):
+    def pre_activations(model, s, texts, feature):
+        hook = s.hook_name
         out = []
         for text in texts:
             _, cache = model.run_with_cache(model.to_tokens(text), names_filter=[hook])
@@ -67,13 +67,25 @@ def test_pre_activations_instead_of_the_encoder_are_named(tiny_model, sae):
         return torch.stack(out)
 
     # a feature whose pre-activation is positive on some text where TopK silences it
-    reference = [lesson06.reference_feature_max_per_text(tiny_model, sae, HOOK, TEXTS, f) for f in range(48)]
+    reference = [lesson06.reference_feature_max_per_text(tiny_model, sae, TEXTS, f) for f in range(48)]
     differs = [f for f in range(48)
-               if (pre_activations(tiny_model, sae, HOOK, TEXTS, f).relu() - reference[f]).abs().max() > 0.05]
+               if (pre_activations(tiny_model, sae, TEXTS, f).relu() - reference[f]).abs().max() > 0.05]
     assert differs, "the fixture SAE should have a feature TopK silences"
     f = differs[0]
     with pytest.raises(ExerciseError, match="pre-activations|TopK"):
-        lesson06.check_feature_max_per_text(pre_activations, tiny_model, sae, HOOK, TEXTS, f)
+        lesson06.check_feature_max_per_text(pre_activations, tiny_model, sae, TEXTS, f)
+
+
+def test_the_old_call_shape_warns_and_checks_the_same(tiny_model, sae):
+    f = feature_of(sae, tiny_model)
+    with pytest.warns(DeprecationWarning, match="check_feature_max_per_text\\(feature_max_per_text, model, sae, texts"):
+        old = lesson06.check_feature_max_per_text(
+            lambda m, s, h, texts, feat: lesson06.reference_feature_max_per_text(m, s, texts, feat),
+            tiny_model, sae, HOOK, TEXTS, f)
+    assert old is True
+    with pytest.warns(DeprecationWarning):
+        old_reference = lesson06.reference_feature_max_per_text(tiny_model, sae, HOOK, TEXTS, f)
+    assert torch.equal(old_reference, lesson06.reference_feature_max_per_text(tiny_model, sae, TEXTS, f))
 
 
 @pytest.mark.parametrize("mistake, hint", [
@@ -85,7 +97,7 @@ def test_pre_activations_instead_of_the_encoder_are_named(tiny_model, sae):
 def test_logit_effect_mistakes_are_named(tiny_model, mistake, hint):
     # A fresh SAE's encoder is its decoder transposed, and a fresh RMSNorm scale is all ones: make both differ,
     # as they do after training, so that each mistake gives a different answer.
-    untied = SAE(SAEConfig(d_in=32, d_sae=48, architecture="topk", k=4, metadata={"hook_name": HOOK}), seed=4)
+    untied = SAE(SAEConfig(d_in=32, d_sae=48, architecture="topk", k=4, hook_name=HOOK), seed=4)
     scale = tiny_model.ln_final.w
     original = scale.detach().clone()
     with torch.no_grad():

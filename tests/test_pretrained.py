@@ -17,7 +17,7 @@ TARGETS = {"fvu": 0.15, "l0": 32.0, "ce_loss_recovered": 0.97, "dead_fraction": 
 def test_the_default_sae_ships_and_names_its_hook():
     assert pretrained.DEFAULT in pretrained.list_pretrained()
     sae = pretrained.load_sae()
-    assert sae.cfg.metadata["hook_name"] == "blocks.15.hook_resid_post"
+    assert sae.cfg.hook_name == "blocks.15.hook_resid_post"
     assert sae.cfg.architecture == "topk" and sae.cfg.d_in == 576 and sae.cfg.d_sae >= 4608
     assert sae.W_dec.dtype == torch.float32 and torch.isfinite(sae.W_dec).all()
 
@@ -52,7 +52,7 @@ def test_the_recorded_command_rebuilds_the_recorded_recipe(monkeypatch):
 def test_the_feature_store_belongs_to_the_sae():
     sae, store = pretrained.load_sae(), pretrained.load_feature_store()
     assert isinstance(store, FeatureStore) and store.d_sae == sae.cfg.d_sae
-    assert store.metadata["hook_name"] == sae.cfg.metadata["hook_name"]
+    assert store.metadata["hook_name"] == sae.cfg.hook_name
     assert (store.max_activation > 0).float().mean() > 0.9
 
 
@@ -89,7 +89,7 @@ def test_a_recorded_steering_feature_is_returned_by_role_and_keeps_detections_re
     from saelab.sae import SAE, SAEConfig
 
     folder = tmp_path / "tiny-model" / "blocks.0.hook_resid_post"
-    SAE(SAEConfig(d_in=8, d_sae=16, metadata={"hook_name": "blocks.0.hook_resid_post"}), seed=0).save(folder)
+    SAE(SAEConfig(d_in=8, d_sae=16, hook_name="blocks.0.hook_resid_post"), seed=0).save(folder)
     (folder / "features.json").write_text(json.dumps({"fox": {"feature": 3, "group": [3, 5]}}))
     monkeypatch.setattr(pretrained, "ROOT", tmp_path)
     sae_id = "tiny-model/blocks.0.hook_resid_post"

@@ -126,7 +126,8 @@ def test_extra_leading_dims_are_kept():
     [
         (dict(d_in=0, d_sae=4), "d_in must be a positive integer"),
         (dict(d_in=4, d_sae=2.5), "d_sae must be a positive integer"),
-        (dict(d_in=4, d_sae=8, architecture="gated"), "architecture must be one of relu, topk, jumprelu"),
+        (dict(d_in=4, d_sae=8, architecture="gated"), "architecture must be one of relu, topk, jumprelu; got 'gated'"),
+        (dict(d_in=4, d_sae=8, architecture=["topk"]), "architecture must be one of relu, topk, jumprelu"),
         (dict(d_in=4, d_sae=8, architecture="topk", k=9), "k must be an integer with 1 <= k <= d_sae=8"),
         (dict(d_in=4, d_sae=8, architecture="topk"), "k must be an integer"),
         (dict(d_in=4, d_sae=8, l1_coefficient=-1.0), "l1_coefficient must be a finite number >= 0"),
@@ -158,13 +159,18 @@ def test_embedding_bag_decode_is_the_dense_product():
                           dense @ sae.W_dec, atol=1e-6)
 
 
-def test_sparse_codes_on_request_equal_the_dense_ones():
-    sae = SAE(SAEConfig(8, 32, "topk", k=3), seed=1)
+@pytest.mark.parametrize("architecture", ["relu", "topk", "jumprelu"])
+def test_loss_without_codes_equals_forward(architecture):
+    sae = SAE(SAEConfig(8, 32, architecture, k=3 if architecture == "topk" else None), seed=1)
     x = torch.randn(10, 8)
-    dense, sparse = sae(x), sae(x, dense_feature_acts=False)
-    assert sparse.feature_acts.layout == torch.sparse_csr and dense.feature_acts.layout == torch.strided
-    assert torch.equal(sparse.feature_acts.to_dense(), dense.feature_acts)
-    assert torch.equal(sparse.loss, dense.loss) and torch.equal(sparse.fired, dense.fired)
+    out, losses = sae(x), sae.loss(x)
+    assert out.feature_acts.layout == torch.strided and out.feature_acts.shape == (10, 32)
+    for name in ("reconstruction", "loss", "mse", "sparsity_loss", "aux_loss", "fired"):
+        assert torch.equal(getattr(losses, name), getattr(out, name)), name
+    # active_values holds every non-zero code: its positives count L0 as the dense codes do.
+    assert int((losses.active_values > 0).sum()) == int((out.feature_acts > 0).sum())
+    if architecture == "topk":
+        assert losses.active_values.shape == (10, 3)
 
 
 def test_decoder_gradient_loses_only_its_norm_changing_part():
@@ -175,3 +181,29 @@ def test_decoder_gradient_loses_only_its_norm_changing_part():
     assert torch.allclose((sae.W_dec.grad * sae.W_dec).sum(1), torch.zeros(32), atol=1e-6)
     parallel = (before * sae.W_dec).sum(1, keepdim=True) * sae.W_dec
     assert torch.allclose(sae.W_dec.grad, before - parallel, atol=1e-6)
+
+
+def test_provenance_given_in_metadata_moves_to_its_field():
+    cfg = SAEConfig(4, 8, metadata={"hook_name": "blocks.0.hook_resid_post", "model_name": "m", "other": 1})
+    assert (cfg.hook_name, cfg.model_name, cfg.metadata) == ("blocks.0.hook_resid_post", "m", {"other": 1})
+    assert SAE(cfg).hook_name == "blocks.0.hook_resid_post"
+    with pytest.raises(ValueError, match="hook_name='a' disagrees with metadata\\['hook_name'\\]='b'"):
+        SAEConfig(4, 8, hook_name="a", metadata={"hook_name": "b"})
+    with pytest.raises(ValueError, match="hook_name must be a non-empty string or None, got 3"):
+        SAEConfig(4, 8, hook_name=3)
+
+
+def test_an_sae_without_a_hook_says_how_to_give_one():
+    with pytest.raises(ValueError, match=r"pass hook_name=\.\.\. to the call, or set sae.cfg.hook_name"):
+        SAE(SAEConfig(4, 8)).hook_name
+
+
+def test_architectures_are_the_literal_and_each_has_its_traits():
+    from typing import get_args
+
+    from saelab.sae import ARCHITECTURES, TRAITS, Architecture
+
+    assert ARCHITECTURES == get_args(Architecture) == tuple(TRAITS) == ("relu", "topk", "jumprelu")
+    assert [name for name, traits in TRAITS.items() if traits.top_k] == ["topk"]
+    assert [name for name, traits in TRAITS.items() if traits.threshold] == ["jumprelu"]
+    assert [SAEConfig(4, 8, name, k=2).normalize_decoder for name in ARCHITECTURES] == [False, True, True]

@@ -29,10 +29,11 @@ def random_sae(architecture: str, **kwargs) -> SAE:
 @pytest.mark.parametrize("architecture, kwargs", [("relu", {"l1_coefficient": 3.0}), ("topk", {"k": 3}),
                                                   ("jumprelu", {"l0_coefficient": 0.01})])
 def test_round_trip_is_bit_exact(tmp_path, architecture, kwargs):
-    sae = random_sae(architecture, metadata={"hook_name": "blocks.3.hook_resid_post"}, **kwargs)
+    sae = random_sae(architecture, hook_name="blocks.3.hook_resid_post", model_name="tiny", **kwargs)
     sae.save(tmp_path / "sae")
     loaded = SAE.load(tmp_path / "sae")
     assert loaded.cfg == sae.cfg
+    assert loaded.hook_name == "blocks.3.hook_resid_post" and loaded.cfg.model_name == "tiny"
     for (name, p), (name2, q) in zip(sae.named_parameters(), loaded.named_parameters()):
         assert name == name2 and torch.equal(p, q), name
     files = sorted(p.name for p in (tmp_path / "sae").iterdir())
@@ -182,3 +183,19 @@ def test_save_onto_a_file_path_is_refused(tmp_path):
         random_sae("relu").save(target)
     assert target.read_text() == "keep me"
 
+
+
+def test_hook_and_model_are_written_where_saelens_keeps_them_and_old_files_still_load(tmp_path):
+    sae = random_sae("topk", k=3, hook_name="blocks.3.hook_resid_post", model_name="tiny",
+                     metadata={"context_size": 64})
+    sae.save(tmp_path / "sae")
+    raw = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    assert raw["metadata"]["hook_name"] == "blocks.3.hook_resid_post" and raw["metadata"]["model_name"] == "tiny"
+    assert raw["metadata"]["context_size"] == 64
+    assert "hook_name" not in raw["metadata"]["saelab"] and "model_name" not in raw["metadata"]["saelab"]
+    # A file whose provenance sits only in metadata (SAELens's own, or saelab's before hook_name was a field).
+    del raw["metadata"]["saelab"]
+    (tmp_path / "sae" / "cfg.json").write_text(json.dumps(raw))
+    loaded = SAE.load(tmp_path / "sae")
+    assert loaded.cfg.hook_name == "blocks.3.hook_resid_post" and loaded.cfg.model_name == "tiny"
+    assert loaded.cfg.metadata == {"context_size": 64}

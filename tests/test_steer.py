@@ -15,7 +15,7 @@ HOOK = "blocks.2.hook_resid_post"
 
 @pytest.fixture(scope="module")
 def sae():
-    return SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, metadata={"hook_name": HOOK}), seed=0)
+    return SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, hook_name=HOOK), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def test_generate_returns_the_unsteered_and_the_steered_reply_reproducibly(tiny_
 
 
 def test_bad_steering_requests_are_refused_and_leave_no_hook(tiny_model, sae):
-    other_width = SAE(SAEConfig(d_in=16, d_sae=8, metadata={"hook_name": HOOK}), seed=0)
-    other_hook = SAE(SAEConfig(d_in=32, d_sae=8, metadata={"hook_name": "blocks.1.hook_resid_post"}), seed=0)
+    other_width = SAE(SAEConfig(d_in=16, d_sae=8, hook_name=HOOK), seed=0)
+    other_hook = SAE(SAEConfig(d_in=32, d_sae=8, hook_name="blocks.1.hook_resid_post"), seed=0)
     cases = [
         (lambda: steer.clamp(tiny_model, sae, {64: 1.0}), "feature must be an integer in 0..63"),
         (lambda: steer.clamp(tiny_model, sae, {3: float("nan")}), "must be a finite number"),
@@ -123,7 +123,7 @@ def test_clamping_several_features_at_once_moves_along_each_decoder_row(tiny_mod
 
 def test_two_saes_at_two_hooks_steer_together_nested_or_as_one_hook_list(tiny_model, sae, tokens):
     early = SAE(SAEConfig(d_in=32, d_sae=48, architecture="topk", k=4,
-                          metadata={"hook_name": "blocks.1.hook_resid_post"}), seed=2)
+                          hook_name="blocks.1.hook_resid_post"), seed=2)
     clean = tiny_model(tokens)
     with steer.clamp(tiny_model, early, {4: 8.0}):
         early_only = tiny_model(tokens)
@@ -164,3 +164,8 @@ def test_bad_stream_replies_requests_are_refused_before_generating(tiny_model, s
             steer.stream_replies(tiny_model, "hello", max_new_tokens=4, **arguments)
         assert message in str(error.value) and "\n" not in str(error.value)
     assert not lm.active_hook_points(tiny_model)
+
+
+def test_stream_replies_takes_generates_options_and_refuses_others(tiny_model, sae):
+    with pytest.raises(TypeError, match="clamp"):
+        steer.stream_replies(tiny_model, "hello", sae=sae, clamp={7: 1.0})

@@ -17,7 +17,7 @@ PROMPTS = ["What is your physical form?", "Who are you?"]
 @pytest.fixture(scope="module")
 def sae(lively_tiny_model):
     sae = SAE(SAEConfig(d_in=lively_tiny_model.cfg.d_model, d_sae=48, architecture="topk", k=6,
-                        metadata={"hook_name": HOOK}), seed=0)
+                        hook_name=HOOK), seed=0)
     return sae.eval()
 
 

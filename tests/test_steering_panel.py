@@ -20,9 +20,9 @@ PROMPT = "What is your physical form?"
 
 @pytest.fixture(scope="module")
 def setup(tiny_model, tiny_texts):
-    sae = SAE(SAEConfig(d_in=32, d_sae=24, architecture="topk", k=4, metadata={"hook_name": HOOK}), seed=1)
+    sae = SAE(SAEConfig(d_in=32, d_sae=24, architecture="topk", k=4, hook_name=HOOK), seed=1)
     tokens = tokenize_corpus(tiny_model, tiny_texts, seq_len=16)
-    store = features.build_feature_store(tiny_model, sae, HOOK, tokens, n_top=4, progress=False)
+    store = features.build_feature_store(tiny_model, sae, tokens, hook_name=HOOK, n_top=4, progress=False)
     return tiny_model, sae, store
 
 
@@ -124,7 +124,7 @@ def test_a_feature_that_never_fired_is_flagged_and_refused(setup):
 
 def test_bad_panel_arguments_are_one_line_errors(setup):
     model, sae, store = setup
-    other = SAE(SAEConfig(d_in=32, d_sae=8, metadata={"hook_name": HOOK}), seed=0)
+    other = SAE(SAEConfig(d_in=32, d_sae=8, hook_name=HOOK), seed=0)
     cases = [
         (dict(feature=24), "feature must be an integer in 0..23"),
         (dict(feature=-1), "feature must be an integer in 0..23"),

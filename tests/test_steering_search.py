@@ -14,7 +14,7 @@ HOOK = "blocks.1.hook_resid_post"
 @pytest.fixture(scope="module")
 def sae(tiny_model):
     sae = SAE(SAEConfig(d_in=tiny_model.cfg.d_model, d_sae=48, architecture="topk", k=6,
-                        metadata={"hook_name": HOOK}), seed=0)
+                        hook_name=HOOK), seed=0)
     return sae.eval()
 
 

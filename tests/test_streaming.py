@@ -16,7 +16,7 @@ PROMPT = "What is your physical form?"
 
 @pytest.fixture(scope="module")
 def sae():
-    return SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, metadata={"hook_name": HOOK}), seed=0)
+    return SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, hook_name=HOOK), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_reported_activations_are_the_features_activation_on_each_generated_toke
     untracked = tokens_of(streaming.stream_generate(tiny_model, prompt, 16, temperature=1.0, seed=0))
     full = torch.cat([prompt, torch.tensor([untracked])], dim=1)
     # A fresh full-sequence pass without any cache gives the numbers to expect at the generated positions.
-    generated = feature_activations(tiny_model, sae, HOOK, full)[0, prompt.shape[1]:]
+    generated = feature_activations(tiny_model, sae, full, hook_name=HOOK)[0, prompt.shape[1]:]
     feature = int((generated > 0).sum(0).argmax())  # the feature firing on most generated tokens
     steps = list(streaming.stream_generate(tiny_model, prompt, 16, temperature=1.0, seed=0, sae=sae,
                                            feature=feature))
@@ -125,7 +125,7 @@ def test_hooks_are_gone_after_an_error_midway_and_after_a_dropped_stream(tiny_mo
 
 
 def test_bad_stream_requests_are_refused_at_the_call_in_one_line(tiny_model, sae, prompt):
-    other_hook = SAE(SAEConfig(d_in=32, d_sae=8, metadata={"hook_name": "blocks.1.hook_resid_post"}), seed=0)
+    other_hook = SAE(SAEConfig(d_in=32, d_sae=8, hook_name="blocks.1.hook_resid_post"), seed=0)
     cases = [
         (dict(tokens=prompt.repeat(2, 1)), "tokens must be a (1, pos) torch.long tensor"),
         (dict(max_new_tokens=0), "max_new_tokens must be an integer >= 1"),
@@ -148,9 +148,9 @@ def test_bad_stream_requests_are_refused_at_the_call_in_one_line(tiny_model, sae
 @pytest.mark.slow
 def test_on_the_real_model_greedy_streams_match_lm_generate_with_and_without_a_clamp(real_model):
     hook = "blocks.15.hook_resid_post"
-    sae = SAE(SAEConfig(d_in=576, d_sae=1024, architecture="topk", k=16, metadata={"hook_name": hook}), seed=0)
+    sae = SAE(SAEConfig(d_in=576, d_sae=1024, architecture="topk", k=16, hook_name=hook), seed=0)
     prompt = lm.chat_tokens(real_model, PROMPT)
-    acts = feature_activations(real_model, sae, hook, prompt)[0, 1:]
+    acts = feature_activations(real_model, sae, prompt, hook_name=hook)[0, 1:]
     feature = int(acts.max(0).values.argmax())
     for hooks in ([], steer.clamp_hooks(real_model, sae, {feature: 3.0 * float(acts[:, feature].max())})):
         expected = lm.generate(real_model, prompt, 12, fwd_hooks=hooks)[0].tolist()

@@ -26,12 +26,14 @@ def test_a_local_model_folder_gets_an_sae_a_feature_store_a_dashboard_and_steeri
     folder, out = tiny_model_folders[architecture], tmp_path / "sae"
     _train(folder, out, tmp_path / "work")
     sae = SAE.load(out)
-    assert sae.cfg.metadata["model_name"] == str(folder) and sae.cfg.metadata["hook_name"] == HOOK
+    assert sae.cfg.model_name == str(folder) and sae.cfg.hook_name == HOOK
+    written = json.loads((out / "cfg.json").read_text())["metadata"]  # where SAELens reads them
+    assert written["hook_name"] == HOOK and written["model_name"] == str(folder)
     assert sae.cfg.d_in == 32
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recipe"]["model"] == str(folder) and 0 < metrics["fvu"] < 1
 
-    model = lm.load_model(sae.cfg.metadata["model_name"])  # the SAE names the model it reads
+    model = lm.load_model(sae.cfg.model_name)  # the SAE names the model it reads
     assert model.cfg.d_model == sae.cfg.d_in
     store = FeatureStore.load(out / "feature_store.safetensors")
     assert store.hook_name == HOOK and store.metadata["sae"]["model_name"] == str(folder)

@@ -17,7 +17,7 @@ def test_a_test_sized_run_writes_a_loadable_sae_metrics_and_a_feature_store(tmp_
                 "--out", str(out), "--work-dir", str(tmp_path / "work")])
     sae = SAE.load(out)
     assert sae.cfg.d_in == 576 and sae.cfg.d_sae == 1152 and sae.cfg.k == 8
-    assert sae.cfg.metadata["hook_name"] == "blocks.15.hook_resid_post"
+    assert sae.cfg.hook_name == "blocks.15.hook_resid_post"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["l0"] == pytest.approx(8.0)
     assert 0 < metrics["fvu"] < 1

@@ -217,3 +217,20 @@ def test_matryoshka_training_makes_the_first_latents_reconstruct_on_their_own():
 def test_bad_matryoshka_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SAEConfig(8, 32, **kwargs)
+
+
+def test_an_sae_trained_on_harvested_activations_records_their_hook_and_model(tiny_model, tiny_texts, tmp_path):
+    from saelab.corpus import tokenize_corpus
+    from saelab.harvest import collect_activations
+    from saelab.shards import ShardBatches
+
+    hook = "blocks.1.hook_resid_post"
+    tokens = tokenize_corpus(tiny_model, tiny_texts, seq_len=16)[:8]
+    store = collect_activations(tiny_model, hook, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
+    sae = SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4), seed=0)
+    train_sae(sae, ShardBatches(store, 32, seed=0), steps=2, progress=False)
+    assert sae.hook_name == hook and sae.cfg.model_name == tiny_model.cfg.model_name
+    # An SAE that already names its hook keeps it: training records, it does not overrule.
+    named = SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, hook_name="mine"), seed=0)
+    train_sae(named, ShardBatches(store, 32, seed=0), steps=1, progress=False)
+    assert named.hook_name == "mine"

@@ -14,10 +14,10 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "What is your physical 
 @pytest.fixture(scope="module")
 def saes(tiny_model):
     d = tiny_model.cfg.d_model
-    narrow = SAE(SAEConfig(d, 64, "topk", k=2, metadata={"hook_name": HOOK}), seed=0)
-    wide = SAE(SAEConfig(d, 128, "topk", k=8, metadata={"hook_name": HOOK}), seed=1)
+    narrow = SAE(SAEConfig(d, 64, "topk", k=2, hook_name=HOOK), seed=0)
+    wide = SAE(SAEConfig(d, 128, "topk", k=8, hook_name=HOOK), seed=1)
     with torch.no_grad():  # an exact SAE: +-e_i latents rebuild any vector with 2 d latents of 2 d
-        exact = SAE(SAEConfig(d, 2 * d, "topk", k=2 * d, metadata={"hook_name": HOOK}), seed=0)
+        exact = SAE(SAEConfig(d, 2 * d, "topk", k=2 * d, hook_name=HOOK), seed=0)
         eye = torch.eye(d)
         exact.W_enc.copy_(torch.cat([eye, -eye], 1))
         exact.W_dec.copy_(torch.cat([eye, -eye], 0))

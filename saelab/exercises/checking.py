@@ -65,6 +65,11 @@ def check_close(
     raise ExerciseError(f"{what} differs from the reference (largest difference {worst:.3g})")
 
 
+def wrong_answer(what: str, actual, expected, note: str = "") -> ExerciseError:
+    """A checker's last word when no typical mistake matched: what the learner's code gave, what was expected."""
+    return ExerciseError(f"{what} gave {actual}, expected {expected}{note}")
+
+
 def passed(name: str) -> None:
     print(f"✔ {name}: correct")
 
@@ -92,3 +97,27 @@ def checker(name: str) -> Callable[[Callable[..., None]], Callable[..., bool]]:
         return run
 
     return wrap
+
+
+def explain_prediction(name: str, guess, measured, *, correct: bool, explanation: str) -> bool | None:
+    """Print how a "Predict, then run" guess compares with what the notebook measured; never raise.
+
+    Returns None when no guess was written (the variable left at None), else whether the guess was right.
+    """
+    if guess is None or (isinstance(guess, str) and not guess.strip()):
+        print(f"… {name}: no prediction written; measured {measured}. {explanation}")
+        return None
+    print(f"{'✔' if correct else '✘'} {name}: you predicted {guess!r}, measured {measured}. {explanation}")
+    return correct
+
+
+def letter_of(guess) -> str | None:
+    return guess.strip().lower()[:1] if isinstance(guess, str) and guess.strip() else None
+
+
+def guess_within(guess, answer: float, tolerance: float) -> bool:
+    """Whether a "predict, then run" guess reads as a number within ``tolerance`` of ``answer`` (else False)."""
+    try:
+        return guess is not None and abs(float(guess) - answer) <= tolerance
+    except (TypeError, ValueError):
+        return False

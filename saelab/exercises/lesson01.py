@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
+from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function, wrong_answer
 
 
 def _weights(seed: int = 0):
@@ -152,8 +152,8 @@ def check_neighbour_angles(neighbour_angles) -> None:
         raise ExerciseError("use torch.atan2(y, x) for a direction's angle: atan(y / x) cannot tell a "
                             "direction from its opposite, so directions in the left half-plane land on the "
                             "right")
-    raise ExerciseError(f"neighbour_angles gave {actual.numpy().round(1).tolist()}, expected the gaps "
-                        f"{expected.numpy().round(1).tolist()} (in some order round the circle)")
+    raise wrong_answer("neighbour_angles", actual.numpy().round(1).tolist(),
+                       f"the gaps {expected.numpy().round(1).tolist()}", " (in some order round the circle)")
 
 
 @checker("one_feature_readout")

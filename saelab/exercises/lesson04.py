@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from saelab.exercises import checking
 from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
 
 
@@ -95,28 +96,13 @@ def check_top_tokens(top_tokens) -> None:
     check_close(actual.long(), expected, what="top_tokens(acts_NM, 3, 6)", atol=0, rtol=0)
 
 
-def explain_prediction(name: str, guess, measured, *, correct: bool, explanation: str) -> bool | None:
-    """Print how a "Predict, then run" guess compares with what the notebook measured; never raise.
-
-    Returns None when no guess was written (the variable left at None), else whether the guess was right.
-    """
-    if guess is None or (isinstance(guess, str) and not guess.strip()):
-        print(f"… {name}: no prediction written; measured {measured}. {explanation}")
-        return None
-    print(f"{'✔' if correct else '✘'} {name}: you predicted {guess!r}, measured {measured}. {explanation}")
-    return correct
-
-
-def letter_of(guess) -> str | None:
-    return guess.strip().lower()[:1] if isinstance(guess, str) and guess.strip() else None
-
-
 def check_prediction_sink(guess, ratio: float) -> bool | None:
     """Predict how much longer position 0's residual vector is than a typical token's after 16 blocks:
     (a) about as long, (b) about 10x, (c) about 100x or more."""
     answer = "a" if ratio < 3 else "b" if ratio < 30 else "c"
-    return explain_prediction(
-        "how long is position 0", guess, f"{ratio:,.0f}x the median token", correct=letter_of(guess) == answer,
+    return checking.explain_prediction(
+        "how long is position 0", guess, f"{ratio:,.0f}x the median token",
+        correct=checking.letter_of(guess) == answer,
         explanation=f"The answer is ({answer}). Position 0 is the attention sink: heads with nothing to attend "
                     "to park their attention there, and the model gives it a huge, nearly constant vector.")
 
@@ -124,14 +110,11 @@ def check_prediction_sink(guess, ratio: float) -> bool | None:
 def check_prediction_lens_layer(guess, first_layer: int | None, n_layers: int) -> bool | None:
     """Predict the first layer after which " Paris" is the logit lens's top token (a number 0..n_layers)."""
     if first_layer is None:
-        return explain_prediction("logit lens layer", guess, "never", correct=False,
-                                  explanation="Paris never became the top token on this prompt.")
-    try:
-        close = guess is not None and abs(float(guess) - first_layer) <= 3
-    except (TypeError, ValueError):
-        close = False
-    return explain_prediction(
-        "logit lens layer", guess, f"after {first_layer} of {n_layers} blocks", correct=close,
+        return checking.explain_prediction("logit lens layer", guess, "never", correct=False,
+                                           explanation="Paris never became the top token on this prompt.")
+    return checking.explain_prediction(
+        "logit lens layer", guess, f"after {first_layer} of {n_layers} blocks",
+        correct=checking.guess_within(guess, first_layer, 3),
         explanation="Early layers still hold the current token and its surface statistics; the answer appears "
                     "late, when the last blocks have moved the fact into the directions the unembedding reads "
                     "(within 3 layers counts as right).")

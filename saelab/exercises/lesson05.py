@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
+from saelab.exercises import checking
 from saelab.exercises.checking import ExerciseError, check_close, checker, one_number, run_learner_function
-from saelab.exercises.lesson04 import explain_prediction, letter_of
 
 
 def reference_clean_activations(resid: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -259,8 +260,16 @@ def check_splice_hook(splice_hook) -> None:
 def reference_training_step(sae, optimizer, batch: torch.Tensor) -> torch.Tensor:
     """One step on the reconstruction loss (squared error summed over d_in, mean over tokens); decoder rows
     renormalised to unit length afterwards. Returns the loss before the step."""
-    optimizer.zero_grad()
-    loss = (sae.decode(sae.encode(batch)) - batch).pow(2).sum(-1).mean()
+    return _training_step(sae, optimizer, batch)
+
+
+def _training_step(sae, optimizer, batch: torch.Tensor, *, zero_grad: bool = True,
+                   sum_over_d_in: bool = True) -> torch.Tensor:
+    """The reference step, or (a flag off) one of the two mistakes the checker names."""
+    if zero_grad:
+        optimizer.zero_grad()
+    squared_error = (sae.decode(sae.encode(batch)) - batch).pow(2)
+    loss = squared_error.sum(-1).mean() if sum_over_d_in else squared_error.mean()
     loss.backward()
     optimizer.step()
     with torch.no_grad():
@@ -298,8 +307,8 @@ def check_training_step(training_step) -> None:
     if not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
         raise ExerciseError("the decoder rows are no longer unit length: after the step, renormalise them "
                             "(sae.normalize_decoder_() under torch.no_grad())")
-    no_zero, _ = _step_with(0, lambda s, o, b: _without_zero_grad(s, o, b), stale_grads=True)
-    mean_all, _ = _step_with(0, lambda s, o, b: _mean_over_entries(s, o, b), stale_grads=True)
+    no_zero, _ = _step_with(0, partial(_training_step, zero_grad=False), stale_grads=True)
+    mean_all, _ = _step_with(0, partial(_training_step, sum_over_d_in=False), stale_grads=True)
     for mistake, hint in ((no_zero, ("the gradients of an earlier step were added to this one: call "
                                     "optimizer.zero_grad() before loss.backward()")),
                           (mean_all, ("average over tokens but *sum* over d_in: (error ** 2).sum(-1).mean(); a "
@@ -314,44 +323,21 @@ def check_training_step(training_step) -> None:
                 what="the returned loss", hints=[(expected_loss / 8, "return the loss summed over d_in")])
 
 
-def _without_zero_grad(sae, optimizer, batch):
-    loss = (sae.decode(sae.encode(batch)) - batch).pow(2).sum(-1).mean()
-    loss.backward()
-    optimizer.step()
-    with torch.no_grad():
-        sae.normalize_decoder_()
-    return loss.detach()
-
-
-def _mean_over_entries(sae, optimizer, batch):
-    optimizer.zero_grad()
-    loss = (sae.decode(sae.encode(batch)) - batch).pow(2).mean()
-    loss.backward()
-    optimizer.step()
-    with torch.no_grad():
-        sae.normalize_decoder_()
-    return loss.detach()
-
-
 def check_prediction_floor(guess, zero_ablated: float, vocab_size: int) -> bool | None:
     """Predict the loss with layer 15 zero-ablated: (a) a little above the clean loss (~4 nats), (b) about the
     uniform guess ln(vocab) ~ 10.8 nats, (c) well above uniform guessing."""
     uniform = math.log(vocab_size)
     answer = "a" if zero_ablated < 0.6 * uniform else "b" if zero_ablated < 1.15 * uniform else "c"
-    return explain_prediction(
+    return checking.explain_prediction(
         "the zero-ablation floor", guess, f"{zero_ablated:.1f} nats (uniform guessing: {uniform:.1f})",
-        correct=letter_of(guess) == answer,
+        correct=checking.letter_of(guess) == answer,
         explanation=f"The answer is ({answer}). The later blocks, fed a zero vector, do not fall back to "
                     "uncertainty: they confidently predict the wrong tokens.")
 
 
 def check_prediction_fvu(guess, fvu: float) -> bool | None:
     """Predict your SAE's held-out FVU (a number between 0 and 1)."""
-    try:
-        close = guess is not None and abs(float(guess) - fvu) <= 0.1
-    except (TypeError, ValueError):
-        close = False
-    return explain_prediction(
-        "your SAE's FVU", guess, f"{fvu:.3f}", correct=close,
+    return checking.explain_prediction(
+        "your SAE's FVU", guess, f"{fvu:.3f}", correct=checking.guess_within(guess, fvu, 0.1),
         explanation="32 latents per token out of a few thousand leave a sizeable part of the variance; within "
                     "0.1 counts as right. Whether that part matters is what CE loss recovered asks next.")

@@ -6,29 +6,39 @@ from collections.abc import Sequence
 
 import torch
 
-from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
-from saelab.exercises.lesson04 import explain_prediction
+from saelab import deprecated
+from saelab.exercises import checking
+from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function, wrong_answer
 from saelab.features import feature_activations
 
 
-def reference_feature_max_per_text(model, sae, hook_name: str, texts: Sequence[str], feature: int) -> torch.Tensor:
+def reference_feature_max_per_text(model, sae, texts: Sequence[str], feature: int, *old_shape) -> torch.Tensor:
     """For each text, the feature's largest activation over its tokens, BOS excluded: shape (n_texts,)."""
-    return torch.stack([feature_activations(model, sae, hook_name, model.to_tokens(text))[0, 1:, feature].max()
-                        for text in texts])
+    (texts, feature), hook_name = deprecated.hook_first(
+        "lesson06.reference_feature_max_per_text(model, sae, texts, feature)", (texts, feature, *old_shape), None,
+        old=isinstance(texts, str), takes=2)
+    return torch.stack([feature_activations(model, sae, model.to_tokens(text), hook_name=hook_name)[0, 1:, feature]
+                        .max() for text in texts])
 
 
 @checker("feature_max_per_text")
-def check_feature_max_per_text(feature_max_per_text, model, sae, hook_name: str, texts: Sequence[str],
-                               feature: int) -> None:
-    """``feature_max_per_text(model, sae, hook_name, texts, feature)`` -> (n_texts,) maxima, BOS excluded."""
-    actual = run_learner_function(feature_max_per_text, model, sae, hook_name, list(texts), feature,
+def check_feature_max_per_text(feature_max_per_text, model, sae, texts: Sequence[str], feature: int,
+                               *old_shape) -> None:
+    """``feature_max_per_text(model, sae, texts, feature)`` -> (n_texts,) maxima, BOS excluded."""
+    # In the old shape a hook name came before the texts, and the learner's function took it too.
+    (texts, feature), hook_name = deprecated.hook_first(
+        "lesson06.check_feature_max_per_text(feature_max_per_text, model, sae, texts, feature)",
+        (texts, feature, *old_shape), None, old=isinstance(texts, str), takes=2)
+    learner_args = () if hook_name is None else (hook_name,)
+    name = sae.check_fits(model, hook_name)
+    actual = run_learner_function(feature_max_per_text, model, sae, *learner_args, list(texts), feature,
                                   name="feature_max_per_text")
-    expected = reference_feature_max_per_text(model, sae, hook_name, texts, feature)
-    per_text = [feature_activations(model, sae, hook_name, model.to_tokens(text))[0] for text in texts]
+    per_text = [feature_activations(model, sae, model.to_tokens(text), hook_name=name)[0] for text in texts]
+    expected = torch.stack([acts[1:, feature].max() for acts in per_text])
     pre = []
     for text in texts:
-        _, cache = model.run_with_cache(model.to_tokens(text), names_filter=[hook_name])
-        pre.append(sae.pre_activations(cache[hook_name][0].float())[1:, feature])
+        _, cache = model.run_with_cache(model.to_tokens(text), names_filter=[name])
+        pre.append(sae.pre_activations(cache[name][0].float())[1:, feature])
     check_close(actual, expected, what="feature_max_per_text(...)", rtol=1e-3, atol=1e-3, hints=[
         (torch.stack([acts[:, feature].max() for acts in per_text]),
          "position 0 (BOS) is included: its huge activation is the attention sink, not the text; slice [1:]"),
@@ -158,7 +168,7 @@ def check_top_positions(top_positions) -> None:
         raise ExerciseError("row and position are swapped: row = flat // (positions per row), pos = flat % ...")
     if torch.equal(actual.flip(0), expected):
         raise ExerciseError("right positions, wrong order: strongest first")
-    raise ExerciseError(f"top_positions gave {actual.tolist()}, expected {expected.tolist()}")
+    raise wrong_answer("top_positions", actual.tolist(), expected.tolist())
 
 
 def reference_activation_histogram(acts: torch.Tensor, n_bins: int) -> torch.Tensor:
@@ -241,23 +251,22 @@ def check_is_concept_feature(is_concept_feature) -> None:
 
 def check_prediction_other_bridges(guess, fired: int, total: int) -> bool | None:
     """Predict on how many of the passages about other bridges the named feature fires (0..total)."""
-    try:
-        close = guess is not None and abs(float(guess) - fired) <= max(1, total // 6)
-    except (TypeError, ValueError):
-        close = False
-    return explain_prediction(
-        "other bridges", guess, f"{fired}/{total}", correct=close,
-        explanation="The slice scores could not tell: every passage about the Golden Gate is about a bridge, so "
-                    "a feature for bridges in general scores as well there as a feature for this one bridge.")
+    return _explain_fired(
+        "other bridges", guess, fired, total,
+        "The slice scores could not tell: every passage about the Golden Gate is about a bridge, so "
+        "a feature for bridges in general scores as well there as a feature for this one bridge.")
 
 
 def check_prediction_unnamed(guess, fired: int, total: int) -> bool | None:
     """Predict on how many of the slice's passages without a surface word the named feature fires (0..total)."""
-    try:
-        close = guess is not None and abs(float(guess) - fired) <= max(1, total // 6)
-    except (TypeError, ValueError):
-        close = False
-    return explain_prediction(
-        "passages without a surface word", guess, f"{fired}/{total}", correct=close,
-        explanation="Without 'bridge', 'Golden', 'Gate' or 'San Francisco' a word feature has nothing to fire on; "
-                    "whatever fires here reads something else: the span, the towers, the strait, or the voice.")
+    return _explain_fired(
+        "passages without a surface word", guess, fired, total,
+        "Without 'bridge', 'Golden', 'Gate' or 'San Francisco' a word feature has nothing to fire on; "
+        "whatever fires here reads something else: the span, the towers, the strait, or the voice.")
+
+
+def _explain_fired(name: str, guess, fired: int, total: int, explanation: str) -> bool | None:
+    """A guess of on how many of ``total`` passages a feature fires: within a sixth of them (at least 1) is right."""
+    return checking.explain_prediction(name, guess, f"{fired}/{total}",
+                                       correct=checking.guess_within(guess, fired, max(1, total // 6)),
+                                       explanation=explanation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
+from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function, wrong_answer
 from saelab.steer import clamp_hook
 
 
@@ -133,4 +133,4 @@ def check_push_fraction(learner_push_fraction, sae) -> None:
     for wrong, hint in hints:
         if abs(actual - wrong) <= 1e-4 * max(abs(wrong), 1e-12):
             raise ExerciseError(f"push_fraction is not right: {hint}")
-    raise ExerciseError(f"push_fraction gave {actual:.4g}, expected {expected:.4g}")
+    raise wrong_answer("push_fraction", f"{actual:.4g}", f"{expected:.4g}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from saelab import absorption
-from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function
+from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function, wrong_answer
 
 
 def reference_decoder_cosines(W_dec_a: torch.Tensor, W_dec_b: torch.Tensor) -> torch.Tensor:
@@ -149,8 +149,8 @@ def check_absorbed_tokens(absorbed_tokens) -> None:
             raise ExerciseError(f"absorbed_tokens is not right: {hint}")
     if actual[0]:
         raise ExerciseError("absorbed_tokens is not right: where the main latent fires, nothing was absorbed")
-    raise ExerciseError(f"absorbed_tokens is not right: you marked tokens {actual.nonzero().squeeze(1).tolist()}, "
-                        f"the reference marks {expected.nonzero().squeeze(1).tolist()}")
+    raise wrong_answer("absorbed_tokens", f"tokens {actual.nonzero().squeeze(1).tolist()}",
+                       f"tokens {expected.nonzero().squeeze(1).tolist()}")
 
 
 @checker("nested_prefix_loss")

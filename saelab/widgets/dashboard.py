@@ -28,7 +28,7 @@ class FeatureDashboard(widgets.VBox):
 
     def __init__(self, model, sae: SAE, store: FeatureStore, feature: int = 0, n_examples: int = 8):
         check_store_fits(model, sae, store)
-        feature = features.check_feature(sae, feature)
+        feature = sae.check_feature(feature)
         self.model, self.sae, self.store, self.n_examples = model, sae, store, n_examples
         self._panels: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._own_codes: tuple[str, list[str], Tensor] | None = None  # (text, its tokens, every feature's codes)
@@ -118,7 +118,7 @@ class FeatureDashboard(widgets.VBox):
                 self.own_result.value = _error_html(error)
                 return
             # Every feature's codes, kept: switching features then redraws this panel without the model.
-            codes = features.feature_activations(self.model, self.sae, self.store.hook_name, tokens)[0, 1:]
+            codes = features.feature_activations(self.model, self.sae, tokens, hook_name=self.store.hook_name)[0, 1:]
             self._own_codes = (text, self.model.to_str_tokens(tokens[0, 1:]), codes)
         _, words, codes = self._own_codes
         acts = codes[:, f]

@@ -24,7 +24,6 @@ from torch import Tensor
 
 from saelab.harvest import collect_activations
 from saelab.sae import SAE
-from saelab.splice import check_sae_fits_model
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 N_TOP_LATENTS = 8
@@ -62,7 +61,7 @@ def reconstruct_text(model, saes: Mapping[str, SAE], hook_name: str, text: str,
     if not saes:
         raise ValueError("saes is empty: give at least one {name: SAE}")
     for sae in saes.values():
-        check_sae_fits_model(model, sae, hook_name)
+        sae.check_fits(model, hook_name)
     if centre.shape != (model.cfg.d_model,):
         raise ValueError(f"centre must have shape (d_model={model.cfg.d_model},), got {tuple(centre.shape)}")
     tokens = model.to_tokens(text)  # BOS first, as in the harvest

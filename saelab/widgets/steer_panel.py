@@ -23,7 +23,7 @@ _COLOURS = {"baseline": "#7f7f7f", "steered": "#ff7f0e"}
 
 def clamp_value(store: FeatureStore, feature: int, multiple: float) -> float:
     """The activation ``feature`` is clamped to: ``multiple`` times its maximum on the store's corpus (0 ablates)."""
-    features.check_feature(store.d_sae, feature)
+    features.check_feature_index(store.d_sae, feature)
     if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or not math.isfinite(multiple):
         raise ValueError(f"multiple must be a finite number, got {multiple!r}")
     low, high = MULTIPLE_RANGE
@@ -87,13 +87,13 @@ class SteeringPanel(widgets.VBox):
                  prompt: str = DEFAULT_PROMPT, multiple: float = 1.0, max_new_tokens: int = 48,
                  temperature: float = 0.0, seed: int = 0):
         self.hook_name = store.metadata["hook_name"]
-        features.check_sae_fits_model(model, sae, self.hook_name)
+        sae.check_fits(model, self.hook_name)
         if store.d_sae != sae.cfg.d_sae:
             raise ValueError(f"the store describes {store.d_sae} features but the SAE has d_sae={sae.cfg.d_sae}: "
                              "they belong to different SAEs")
         if feature is None:  # the feature that fires most strongly, until the learner picks one
             feature = int(store.max_activation.argmax())
-        clamp_value(store, features.check_feature(sae, feature), multiple)
+        clamp_value(store, sae.check_feature(feature), multiple)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 256:
             raise ValueError(f"max_new_tokens must be an integer in 1..256, got {max_new_tokens!r}")
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
