@@ -21,7 +21,8 @@ STICKY_FRACTIONS = {1.0: "dedicated", 3 / 4: "tetrahedron", 2 / 3: "triangle", 1
 PHASES = ("not represented", "dedicated", "superposed")
 
 
-def _weights(W_or_model: Tensor | ToyModel) -> Float[Tensor, "inst d_hidden feat"]:
+def as_weight_tensor(W_or_model: Tensor | ToyModel) -> Float[Tensor, "inst d_hidden feat"]:
+    """The detached float ``(inst, d_hidden, feat)`` weights of a toy model, or of a ``W`` (a 2-D one gains ``inst``)."""
     W = W_or_model.W if isinstance(W_or_model, ToyModel) else W_or_model
     W = W.detach().float()
     if W.ndim == 2:
@@ -33,18 +34,18 @@ def _weights(W_or_model: Tensor | ToyModel) -> Float[Tensor, "inst d_hidden feat
 
 def feature_norms(W: Tensor | ToyModel) -> Float[Tensor, "inst feat"]:
     """||W_f||: near 1 when feature f is represented, near 0 when it is dropped."""
-    return _weights(W).norm(dim=1)
+    return as_weight_tensor(W).norm(dim=1)
 
 
 def overlaps(W: Tensor | ToyModel) -> Float[Tensor, "inst feat feat"]:
     """Wᵀ W: diagonal = squared norms, off-diagonal = how much reading one feature picks up another."""
-    W = _weights(W)
+    W = as_weight_tensor(W)
     return W.transpose(1, 2) @ W
 
 
 def interference(W: Tensor | ToyModel, eps: float = 1e-8) -> Float[Tensor, "inst feat"]:
     """Superposition of each feature: sum over the other features j of (Ŵ_f · W_j)², with Ŵ_f the unit vector."""
-    W = _weights(W)
+    W = as_weight_tensor(W)
     unit = W / (W.norm(dim=1, keepdim=True) + eps)
     projections = unit.transpose(1, 2) @ W  # [i, f, j] = Ŵ_f · W_j
     off_diagonal = projections.pow(2).sum(-1) - torch.diagonal(projections, dim1=1, dim2=2).pow(2)
@@ -56,7 +57,7 @@ def dimensionality(W: Tensor | ToyModel, eps: float = 1e-8) -> Float[Tensor, "in
 
     1 for a feature with a dimension of its own, 1/2 for an antipodal pair, 2/5 for a pentagon, 0 if dropped.
     """
-    W = _weights(W)
+    W = as_weight_tensor(W)
     norms = W.norm(dim=1)
     unit = W / (norms.unsqueeze(1) + eps)
     denominator = (unit.transpose(1, 2) @ W).pow(2).sum(-1)
@@ -65,7 +66,7 @@ def dimensionality(W: Tensor | ToyModel, eps: float = 1e-8) -> Float[Tensor, "in
 
 def dimensions_per_feature(W: Tensor | ToyModel) -> Float[Tensor, "inst"]:
     """The model-level D* = d_hidden / ||W||_F²: how many dimensions each represented feature gets on average."""
-    W = _weights(W)
+    W = as_weight_tensor(W)
     return W.shape[1] / W.pow(2).sum(dim=(1, 2))
 
 

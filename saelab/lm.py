@@ -20,7 +20,6 @@ network (or the hub's local cache).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -33,6 +32,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from saelab.files import write_dir_atomic
+from saelab.threads import torch_threads  # also public here: lm.torch_threads(1) around decoding
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # The name TransformerLens knows the architecture by; with hf_model given it reads the config from the model.
@@ -278,18 +278,6 @@ def chat_tokens(model, prompt: str, system: str | None = None) -> torch.Tensor:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     text = model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return model.to_tokens(text, prepend_bos=False)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Temporarily use ``threads`` intra-op threads (None: leave torch's setting), restored on every exit."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def generate(

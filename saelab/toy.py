@@ -20,6 +20,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from saelab.threads import torch_threads
+
 Variant = Literal["relu_output", "linear", "relu_hidden"]
 VARIANTS = ("relu_output", "linear", "relu_hidden")
 
@@ -183,13 +185,8 @@ def train(
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
 
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _train_loop(model, steps, batch_size, lr, seed, schedule, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train_loop(model: ToyModel, steps: int, batch_size: int, lr: float, seed: int, schedule: str,

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from saelab import distributed
 from saelab.sae import SAE
+from saelab.threads import set_torch_threads
 
 
 @dataclass
@@ -293,11 +294,9 @@ def train_sae(
     parameters = list(sae.parameters())
 
     history = TrainHistory(scale_factor=scale)
-    threads_before = torch.get_num_threads()
     if num_threads is None and cfg.d_in * cfg.d_sae < 2**20:
         num_threads = 1
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    restore_threads = set_torch_threads(num_threads)
     bar = tqdm(total=steps, desc=f"train {cfg.architecture} SAE", disable=not progress or not distributed.is_main(),
                mininterval=0.5)
     start = time.perf_counter()
@@ -350,7 +349,7 @@ def train_sae(
             step += 1
     finally:
         bar.close()
-        torch.set_num_threads(threads_before)
+        restore_threads()
         history.steps = step
         history.seconds = time.perf_counter() - start
         if scale != 1.0:
