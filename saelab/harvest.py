@@ -22,7 +22,7 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -279,6 +279,44 @@ def token_index(tokens: Tensor, drop_bos: bool = True) -> Int[Tensor, " n_tokens
     n_rows, seq_len = tokens.shape
     positions = torch.arange(int(drop_bos), seq_len)
     return (torch.arange(n_rows)[:, None] * seq_len + positions[None, :]).reshape(-1)
+
+
+class NeuronContexts(NamedTuple):
+    """The ``k`` strongest activations of one neuron (a column of harvested activations): where and what."""
+
+    activations: list[float]
+    flat_index: list[int]
+    """``row * seq_len + pos`` of each token in the harvested token tensor."""
+    contexts: list[str]
+    """The text around each token, the token itself in [brackets]."""
+
+
+def neuron_top_contexts(acts_NM: Float[Tensor, "n_tokens d_mlp"], tokens: Int[Tensor, "batch pos"], neuron: int,
+                        tokenizer, k: int = 10, before: int = 8, after: int = 2,
+                        drop_bos: bool = True) -> NeuronContexts:
+    """The ``k`` tokens where ``neuron`` fires most; ``acts_NM`` comes from ``collect_activations`` on ``tokens``."""
+    if not 0 <= neuron < acts_NM.shape[1]:
+        raise ValueError(f"neuron must be in 0..{acts_NM.shape[1] - 1}, got {neuron}")
+    index = token_index(tokens, drop_bos)
+    if len(index) != acts_NM.shape[0]:
+        raise ValueError(f"acts_NM has {acts_NM.shape[0]} rows but tokens give {len(index)} (same drop_bos?)")
+    values, where = acts_NM[:, neuron].float().topk(min(k, acts_NM.shape[0]))
+    seq_len, flat = tokens.shape[1], tokens.reshape(-1)
+    contexts = []
+    for i in index[where].tolist():
+        row_start = (i // seq_len) * seq_len
+        left, right = max(row_start + int(drop_bos), i - before), min(row_start + seq_len, i + after + 1)
+        text = (tokenizer.decode(flat[left:i]) + "[" + tokenizer.decode(flat[i:i + 1]) + "]"
+                + tokenizer.decode(flat[i + 1:right]))
+        contexts.append(text.replace("\n", "⏎"))
+    return NeuronContexts(values.tolist(), index[where].tolist(), contexts)
+
+
+def most_selective_neurons(acts_NM: Float[Tensor, "n_tokens d_mlp"], n: int = 5) -> list[int]:
+    """Neurons whose top activation stands out most from their typical one (max / std): good ones to look at."""
+    acts = acts_NM.float()
+    score = acts.max(dim=0).values / acts.std(dim=0).clamp_min(1e-6)
+    return torch.topk(score, min(n, acts.shape[1])).indices.tolist()
 
 
 def residual_norms(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer batch pos"]:

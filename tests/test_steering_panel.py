@@ -11,7 +11,7 @@ from saelab.corpus import tokenize_corpus
 from saelab.harvest import collect_activations
 from saelab.sae import SAE, SAEConfig
 from saelab.widgets import steering_panel
-from saelab.widgets.steer_panel import clamp_value
+from saelab.steering_search import clamp_value
 
 HOOK = "blocks.2.hook_resid_post"
 PROMPT = "What is your physical form?"
@@ -132,7 +132,7 @@ def test_bad_panel_arguments_are_one_line_errors(setup):
         (dict(multiple=float("inf")), "multiple must be a finite number"),
         (dict(multiple=25.0), "multiple must be between -10 and 20"),
         (dict(max_new_tokens=0), "max_new_tokens must be an integer in 1..256"),
-        (dict(sae=other), "the store describes 24 features but the SAE has d_sae=8"),
+        (dict(sae=other), "the feature store was built for an SAE with d_sae=24, but this SAE has d_sae=8"),
         (dict(sae=SAE(SAEConfig(d_in=16, d_sae=24), seed=0)), "d_in=16 but the model's d_model is 32"),
     ]
     for overrides, message in cases:
@@ -142,6 +142,19 @@ def test_bad_panel_arguments_are_one_line_errors(setup):
         assert message in str(error.value) and "\n" not in str(error.value)
     assert clamp_value(store, 3, 0.0) == 0.0
     assert clamp_value(store, 3, -1.5) == pytest.approx(-1.5 * store.max_activation[3].item())
+
+
+def test_clamp_value_from_the_widget_module_still_works_but_warns(setup):
+    _, _, store = setup
+    import saelab.widgets.steer_panel as panel_module
+
+    with pytest.warns(DeprecationWarning, match="saelab.steering_search.clamp_value"):
+        from saelab.widgets.steer_panel import clamp_value as old_clamp_value
+    assert old_clamp_value(store, 3, 2.0) == clamp_value(store, 3, 2.0) == pytest.approx(2 * store.max_activation[3].item())
+    with pytest.warns(DeprecationWarning, match="CLAMP_MULTIPLE_RANGE"):
+        assert panel_module.MULTIPLE_RANGE == (-10.0, 20.0)
+    with pytest.raises(ValueError, match="multiple must be between -10 and 20"):
+        clamp_value(store, 3, 25.0)
 
 
 def test_a_reply_escapes_html_keeps_line_breaks_and_shades_by_activation_over_the_max():
