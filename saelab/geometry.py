@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saelab.toy import ToyModel, train
+from saelab.toy import ToyModel, train_toy_model
 
 # Dimensionalities the paper found features "sticking" to, with the geometry that gives each.
 STICKY_FRACTIONS = {1.0: "dedicated", 3 / 4: "tetrahedron", 2 / 3: "triangle", 1 / 2: "antipodal pair",
@@ -124,7 +124,7 @@ def phase_diagram(
         importance[rows, -1] = r
         probability[rows] = d
     model = ToyModel(n_features, d_hidden, n_inst, feature_probability=probability, importance=importance, seed=seed)
-    history = train(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    history = train_toy_model(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
 
     final_loss = history[-max(1, steps // 20):].mean(0).view(len(cells), repeats)
     best = final_loss.argmin(dim=1) + torch.arange(len(cells)) * repeats
@@ -152,5 +152,5 @@ def sparsity_sweep(
     probability = torch.tensor(feature_probabilities, dtype=torch.float32).unsqueeze(1)
     model = ToyModel(n_features, d_hidden, len(feature_probabilities), feature_probability=probability,
                      importance=importance_decay ** torch.arange(n_features, dtype=torch.float32), seed=seed)
-    train(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    train_toy_model(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     return model

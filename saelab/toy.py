@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from saelab.deprecation import renamed
 from saelab.threads import torch_threads
 
 Variant = Literal["relu_output", "linear", "relu_hidden"]
@@ -159,7 +160,7 @@ class ToyModel(nn.Module):
         return (self.importance * error).mean(dim=(0, 2))
 
 
-def train(
+def train_toy_model(
     model: ToyModel,
     steps: int = 5000,
     batch_size: int = 1024,
@@ -207,3 +208,7 @@ def _train_loop(model: ToyModel, steps: int, batch_size: int, lr: float, seed: i
         if progress and step % 100 == 0:
             bar.set_postfix(loss=f"{loss_I.mean().item():.4g}")
     return history
+
+
+# ``train`` alone read like ``saelab.train`` (the command) or ``training.train_sae``; the old name warns for a release.
+train = renamed("saelab.toy.train", train_toy_model, "saelab.toy.train_toy_model")

@@ -38,8 +38,8 @@ def test_generate_streams_steer_generates_replies_with_each_tokens_activation(se
 
     assert panel.last_error is None and "done" in panel.status.value
     value = 10.0 * store.max_activation[feature].item()
-    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: value}, max_new_tokens=8, temperature=1.0,
-                              seed=2)
+    expected = steer.generate_replies(model, PROMPT, sae=sae, clamps={feature: value}, max_new_tokens=8,
+                                      temperature=1.0, seed=2)
     texts = {name: "".join(t.text for t in panel.replies[name]).strip() for name in ("baseline", "steered")}
     assert (texts["baseline"], texts["steered"]) == expected
     assert texts["baseline"] != texts["steered"]
@@ -68,7 +68,7 @@ def test_the_slider_sets_the_clamp_in_multiples_of_the_features_max(setup):
     assert f"clamps it to {-2.5 * top:.3g}" in panel.feature_info.value
     panel.multiple.value = 20.0
     panel.generate_button.click()
-    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: 20.0 * top}, max_new_tokens=6)
+    expected = steer.generate_replies(model, PROMPT, sae=sae, clamps={feature: 20.0 * top}, max_new_tokens=6)
     assert "".join(t.text for t in panel.replies["steered"]).strip() == expected.steered
     assert "20 × max" in panel.steered.value
 
@@ -183,13 +183,13 @@ def test_after_a_slider_move_only_the_steered_reply_is_rewritten(setup):
     panel.generate_button.click()
     assert panel.replies["baseline"] == first_baseline
     assert progress[0] == "<i>writing… baseline 6 · steered 1 tokens</i>"  # no baseline token was recomputed
-    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6)
+    expected = steer.generate_replies(model, PROMPT, sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6)
     assert "".join(t.text for t in panel.replies["steered"]).strip() == expected.steered
     progress.clear()
     panel.prompt.value = "Tell me about the fox."  # new settings: both replies are written afresh
     panel.generate_button.click()
     assert progress[0] == "<i>writing… baseline 1 · steered 0 tokens</i>"
-    assert "".join(t.text for t in panel.replies["baseline"]).strip() == steer.generate(
+    assert "".join(t.text for t in panel.replies["baseline"]).strip() == steer.generate_replies(
         model, "Tell me about the fox.", sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6).baseline
 
 

@@ -48,5 +48,5 @@ def test_toy_training_runs_on_the_threads_asked_for_and_restores_them(monkeypatc
         return real_loop(*args, **kwargs)
 
     monkeypatch.setattr(toy, "_train_loop", spy)
-    toy.train(toy.ToyModel(5, 2, seed=0), steps=3, batch_size=8, progress=False, threads=other)
+    toy.train_toy_model(toy.ToyModel(5, 2, seed=0), steps=3, batch_size=8, progress=False, threads=other)
     assert seen == [other] and torch.get_num_threads() == before
