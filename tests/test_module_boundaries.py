@@ -38,3 +38,11 @@ def test_no_module_uses_another_modules_private_name():
     offenders = {str(path.relative_to(PACKAGE)): uses for path in sorted(PACKAGE.rglob("*.py"))
                  if (uses := private_uses(path))}
     assert offenders == {}
+
+
+def test_every_module_has_a_row_in_the_readmes_module_table():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    rows = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `saelab.")}
+    modules = {f"saelab.{path.stem}" for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    packages = {f"saelab.{path.parent.name}" for path in PACKAGE.glob("*/__init__.py")}
+    assert (modules | packages) - rows == set()
