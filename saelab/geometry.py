@@ -20,6 +20,10 @@ STICKY_FRACTIONS = {1.0: "dedicated", 3 / 4: "tetrahedron", 2 / 3: "triangle", 1
 
 PHASES = ("not represented", "dedicated", "superposed")
 
+# The toy training each sweep uses unless told otherwise (``toy.train_toy_model``'s options).
+PHASE_DIAGRAM_TRAINING = {"steps": 2000, "batch_size": 512, "lr": 1e-2}
+SPARSITY_SWEEP_TRAINING = {"steps": 5000, "batch_size": 1024, "lr": 1e-3}
+
 
 def as_weight_tensor(W_or_model: Tensor | ToyModel) -> Float[Tensor, "inst d_hidden feat"]:
     """The detached float ``(inst, d_hidden, feat)`` weights of a toy model, or of a ``W`` (a 2-D one gains ``inst``)."""
@@ -98,18 +102,17 @@ def phase_diagram(
     *,
     n_features: int = 2,
     d_hidden: int = 1,
-    steps: int = 2000,
-    batch_size: int = 512,
-    lr: float = 1e-2,
     repeats: int = 3,
     seed: int = 0,
-    progress: bool = True,
+    **train_options,
 ) -> PhaseDiagram:
     """The paper's phase diagram: how the last ("extra") feature is stored as its density and importance vary.
 
     Every (importance, density) cell is ``repeats`` instances of one batched ToyModel (features 0..n-2 have
     importance 1, the extra feature ``relative_importance``; all share the density). The lowest-loss repeat of
-    each cell decides its phase, so a cell is not judged by a run stuck in a local minimum.
+    each cell decides its phase, so a cell is not judged by a run stuck in a local minimum. ``train_options``
+    (``steps``, ``batch_size``, ``lr``, ``progress``, ...) go to ``toy.train_toy_model``, over
+    ``PHASE_DIAGRAM_TRAINING``.
     """
     if not feature_density or not relative_importance:
         raise ValueError("feature_density and relative_importance must each hold at least one value")
@@ -124,9 +127,9 @@ def phase_diagram(
         importance[rows, -1] = r
         probability[rows] = d
     model = ToyModel(n_features, d_hidden, n_inst, feature_probability=probability, importance=importance, seed=seed)
-    history = train_toy_model(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    history = train_toy_model(model, seed=seed, **{**PHASE_DIAGRAM_TRAINING, **train_options})
 
-    final_loss = history[-max(1, steps // 20):].mean(0).view(len(cells), repeats)
+    final_loss = history[-max(1, history.shape[0] // 20):].mean(0).view(len(cells), repeats)
     best = final_loss.argmin(dim=1) + torch.arange(len(cells)) * repeats
     W_best = model.W.detach()[best]
     norm = feature_norms(W_best)[:, -1].view(len(relative_importance), len(feature_density))
@@ -142,15 +145,16 @@ def sparsity_sweep(
     n_features: int = 100,
     d_hidden: int = 20,
     importance_decay: float = 0.9,
-    steps: int = 5000,
-    batch_size: int = 1024,
-    lr: float = 1e-3,
     seed: int = 0,
-    progress: bool = True,
+    **train_options,
 ) -> ToyModel:
-    """Train one instance per feature probability (the paper's 100 -> 20 sweep), all in one batched model."""
+    """Train one instance per feature probability (the paper's 100 -> 20 sweep), all in one batched model.
+
+    ``train_options`` (``steps``, ``batch_size``, ``lr``, ``progress``, ...) go to ``toy.train_toy_model``, over
+    ``SPARSITY_SWEEP_TRAINING``.
+    """
     probability = torch.tensor(feature_probabilities, dtype=torch.float32).unsqueeze(1)
     model = ToyModel(n_features, d_hidden, len(feature_probabilities), feature_probability=probability,
                      importance=importance_decay ** torch.arange(n_features, dtype=torch.float32), seed=seed)
-    train_toy_model(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    train_toy_model(model, seed=seed, **{**SPARSITY_SWEEP_TRAINING, **train_options})
     return model
