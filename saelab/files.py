@@ -14,8 +14,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 Writer = Callable[[str], None]
 """Writes a file (or fills a folder) at the temporary path it is given."""

@@ -9,8 +9,8 @@ Shape letters: P positions (BOS dropped), D d_model, F d_sae.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from jaxtyping import Float

@@ -226,7 +226,7 @@ def _interleave(streams: dict[str, Iterator[StreamedToken]]) -> Iterator[tuple[s
 # ----------------------------------------------------------------------------------------- names
 # ``lm.generate`` continues a token tensor; answering a prompt twice, unsteered and steered, is
 # ``generate_replies``, the all-at-once twin of ``stream_replies``. ``steer.generate`` warns for one release.
-from saelab.deprecation import renamed  # noqa: E402
+from saelab.deprecation import renamed
 
 generate_replies = generate
 generate_replies.__name__ = generate_replies.__qualname__ = "generate_replies"

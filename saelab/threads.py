@@ -7,7 +7,7 @@ thread only adds synchronisation. Every saelab function that picks a thread coun
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

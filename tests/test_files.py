@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,19 +55,19 @@ def test_a_failed_sae_save_keeps_the_previous_files_and_leaves_no_temporary(tmp_
 
 
 def test_when_the_second_file_fails_the_first_is_not_replaced_either(tmp_path):
-    files.write_files_atomic(tmp_path, {"a.txt": lambda t: open(t, "w").write("old a"),
-                                        "b.txt": lambda t: open(t, "w").write("old b")})
+    files.write_files_atomic(tmp_path, {"a.txt": lambda t: Path(t).write_text("old a"),
+                                        "b.txt": lambda t: Path(t).write_text("old b")})
 
     def fail(temporary):
-        open(temporary, "w").write("half")
+        Path(temporary).write_text("half")
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        files.write_files_atomic(tmp_path, {"a.txt": lambda t: open(t, "w").write("new a"), "b.txt": fail})
+        files.write_files_atomic(tmp_path, {"a.txt": lambda t: Path(t).write_text("new a"), "b.txt": fail})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
     assert (tmp_path / "a.txt").read_text() == "old a" and (tmp_path / "b.txt").read_text() == "old b"
-    files.write_files_atomic(tmp_path, {"a.txt": lambda t: open(t, "w").write("new a"),
-                                        "b.txt": lambda t: open(t, "w").write("new b")})
+    files.write_files_atomic(tmp_path, {"a.txt": lambda t: Path(t).write_text("new a"),
+                                        "b.txt": lambda t: Path(t).write_text("new b")})
     assert (tmp_path / "a.txt").read_text() == "new a" and (tmp_path / "b.txt").read_text() == "new b"
 
 
@@ -81,9 +82,8 @@ def test_write_dir_atomic_replaces_a_folder_whole_or_not_at_all(tmp_path, umask)
 
     def fill(content):
         def write(folder):
-            (torch.save(torch.tensor([content]), os.path.join(folder, "t.pt")))
-            with open(os.path.join(folder, "stamp"), "w") as handle:
-                handle.write(str(content))
+            torch.save(torch.tensor([content]), Path(folder) / "t.pt")
+            (Path(folder) / "stamp").write_text(str(content))
         return write
 
     files.write_dir_atomic(target, fill(1))

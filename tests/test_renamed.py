@@ -20,7 +20,7 @@ def test_toy_train_warns_and_trains_exactly_as_train_toy_model():
 
 def test_steer_generate_warns_and_answers_as_generate_replies(tiny_model):
     sae = SAE(SAEConfig(d_in=32, d_sae=24, architecture="topk", k=4, metadata={"hook_name": HOOK}), seed=1)
-    options = dict(sae=sae, clamps={7: 50.0}, max_new_tokens=4)
+    options = {"sae": sae, "clamps": {7: 50.0}, "max_new_tokens": 4}
     with pytest.warns(DeprecationWarning, match="saelab.steer.generate_replies"):
         old = steer.generate(tiny_model, "What is your physical form?", **options)
     new = steer.generate_replies(tiny_model, "What is your physical form?", **options)

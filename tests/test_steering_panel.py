@@ -10,8 +10,8 @@ from saelab import features, lm, steer
 from saelab.corpus import tokenize_corpus
 from saelab.harvest import collect_activations
 from saelab.sae import SAE, SAEConfig
-from saelab.widgets import steering_panel
 from saelab.steering_search import clamp_value
+from saelab.widgets import steering_panel
 
 HOOK = "blocks.2.hook_resid_post"
 PROMPT = "What is your physical form?"

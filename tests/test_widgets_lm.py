@@ -73,7 +73,7 @@ def test_most_selective_neurons_finds_the_spiky_one():
 
 
 def test_the_neuron_functions_imported_from_the_widget_still_work_but_warn(tiny_model):
-    import saelab.widgets.neurons as neurons
+    from saelab.widgets import neurons
 
     acts = torch.randn(500, 10, generator=torch.Generator().manual_seed(1))
     acts[123, 7] = 40.0
@@ -85,4 +85,4 @@ def test_the_neuron_functions_imported_from_the_widget_still_work_but_warn(tiny_
     assert top_contexts(acts, tokens, 7, tiny_model.tokenizer, k=3) == neuron_top_contexts(
         acts, tokens, 7, tiny_model.tokenizer, k=3)
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
-        neurons.nothing_here
+        _ = neurons.nothing_here

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from saelab.harvest import collect_activations
-from saelab.sae import SAE, SAEConfig
 from saelab.reconstruction import reconstruct_text
+from saelab.sae import SAE, SAEConfig
 from saelab.widgets.reconstruction import reconstruction_explorer, reconstruction_figure
 
 HOOK = "blocks.1.hook_resid_post"

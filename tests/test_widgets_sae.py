@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from saelab.synthetic import SparseFeatureData
-from saelab.widgets import sae_tradeoff_explorer
 from saelab.training import train_tradeoff_point
+from saelab.widgets import sae_tradeoff_explorer
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ search whose results set it)."""
 from __future__ import annotations
 
 import html
-from typing import Callable
+from collections.abc import Callable
 
 import ipywidgets as widgets
 

@@ -195,7 +195,8 @@ class SteeringPanel(widgets.VBox):
 
     def push_fraction(self, feature: int, multiple: float) -> float:
         """How far the clamp pushes the residual stream where the feature was silent, per median residual norm."""
-        steering_search.clamp_value(self.store, feature, multiple)  # refuses a multiple out of range or a feature that never fired
+        # clamp_value refuses a multiple out of range and a feature that never fired.
+        steering_search.clamp_value(self.store, feature, multiple)
         return steering_search.strength_for_multiple(self.sae, feature, multiple, self.median_norm,
                                                      float(self.store.max_activation[feature])).push_fraction
 
