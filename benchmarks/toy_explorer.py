@@ -3,8 +3,8 @@
 Figures (medians over repeats, measured in one run):
 - redraw: seconds from a slider move to the updated figure, settings from the shipped grid (budget 0.5 s);
 - live solve: seconds to train an off-grid setting (what a cache miss costs);
-- toy training: ms per step of ``saelab.toy.train`` against a minimal plain-PyTorch loop of the same model,
-  as a ratio (ours / plain time; <= 1.0 means no overhead).
+- toy training: ms per step of ``saelab.toy.train_toy_model`` against a minimal plain-PyTorch loop of the same
+  model, as a ratio (ours / plain time; <= 1.0 means no overhead).
 
     python benchmarks/toy_explorer.py [--quick]
 """
