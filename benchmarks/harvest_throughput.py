@@ -26,6 +26,7 @@ import time
 import torch
 
 from saelab import corpus, harvest, lm
+from saelab.threads import torch_threads
 
 LAYER = 15
 HOOK = f"blocks.{LAYER}.hook_resid_post"
@@ -82,14 +83,11 @@ def generation(model, hf_model, new_tokens, repeats):
 
     def plain(threads):
         def run():
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            start = time.perf_counter()
-            with torch.inference_mode():
+            with torch_threads(threads), torch.inference_mode():
+                start = time.perf_counter()
                 hf_model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                   use_cache=True)
-            torch.set_num_threads(before)
-            return new_tokens / (time.perf_counter() - start)
+                return new_tokens / (time.perf_counter() - start)
         return run
 
     threads = torch.get_num_threads()

@@ -3,8 +3,8 @@
 Figures (medians over repeats, measured in one run):
 - redraw: seconds from a slider move to the updated figure, settings from the shipped grid (budget 0.5 s);
 - live solve: seconds to train an off-grid setting (what a cache miss costs);
-- toy training: ms per step of ``saelab.toy.train`` against a minimal plain-PyTorch loop of the same model,
-  as a ratio (ours / plain time; <= 1.0 means no overhead).
+- toy training: ms per step of ``saelab.toy.train_toy_model`` against a minimal plain-PyTorch loop of the same
+  model, as a ratio (ours / plain time; <= 1.0 means no overhead).
 
     python benchmarks/toy_explorer.py [--quick]
 """
@@ -61,7 +61,7 @@ def ours_ms_per_step(steps: int, n_inst: int, n_features: int, batch_size: int) 
     model = toy.ToyModel(n_features, 2, n_inst, feature_probability=0.05,
                          importance=0.9 ** torch.arange(n_features, dtype=torch.float32), seed=0)
     start = time.perf_counter()
-    toy.train(model, steps=steps, batch_size=batch_size, lr=1e-3, progress=False, threads=None)
+    toy.train_toy_model(model, steps=steps, batch_size=batch_size, lr=1e-3, progress=False, threads=None)
     return (time.perf_counter() - start) / steps * 1000
 
 

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import concepts, lm
+from .files import write_text_atomic
 
 # What each passage is about: the chat prompt is "<genre> about <subject>, focusing on <aspect>."
 SUBJECTS = {
@@ -107,11 +108,7 @@ def _clean(reply: str) -> str:
 
 def write_slice(name: str, passages: list[str]) -> Path:
     """Write ``passages`` (one per paragraph) atomically, so an interrupted run keeps the previous file."""
-    path = generated_path(name)
-    partial = path.with_suffix(".partial")
-    partial.write_text("\n\n".join(passages) + "\n", encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_text_atomic(generated_path(name), "\n\n".join(passages) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import os
 import random
 import sysconfig
 from functools import lru_cache
@@ -43,6 +42,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from saelab.files import write_text_atomic
 
 MIN_DOCSTRING_CHARS = 200
 
@@ -146,10 +147,7 @@ def _source_cached(name: str) -> tuple[str, ...]:
             pass
     texts = SOURCES[name]()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-        partial.write_text(json.dumps(texts), encoding="utf-8")
-        os.replace(partial, path)
+        write_text_atomic(path, json.dumps(texts))
     except OSError:  # a read-only cache only costs time
         pass
     return tuple(texts)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from saelab.files import write_atomic
-from saelab.toy import ToyModel, train
+from saelab.toy import ToyModel, train_toy_model
 
 GRID_N_FEATURES = (3, 4, 5, 6, 7)
 GRID_PROBABILITIES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
@@ -54,7 +54,7 @@ def solve_many(n_features: int, settings: list[tuple[float, float]], seed: int =
     importance = decay.unsqueeze(1) ** torch.arange(n_features, dtype=torch.float32)
     model = ToyModel(n_features, 2, len(settings) * N_INST, feature_probability=probability.unsqueeze(1),
                      importance=importance, seed=seed)
-    history = train(model, steps=STEPS, batch_size=BATCH_SIZE, lr=LR, seed=seed, progress=progress)
+    history = train_toy_model(model, steps=STEPS, batch_size=BATCH_SIZE, lr=LR, seed=seed, progress=progress)
     final = history[-STEPS // 10:].mean(0).view(len(settings), N_INST)
     solutions = []
     for k, losses in enumerate(final):

@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saelab.toy import ToyModel, train
+from saelab.toy import ToyModel, train_toy_model
 
 # Dimensionalities the paper found features "sticking" to, with the geometry that gives each.
 STICKY_FRACTIONS = {1.0: "dedicated", 3 / 4: "tetrahedron", 2 / 3: "triangle", 1 / 2: "antipodal pair",
@@ -20,8 +20,13 @@ STICKY_FRACTIONS = {1.0: "dedicated", 3 / 4: "tetrahedron", 2 / 3: "triangle", 1
 
 PHASES = ("not represented", "dedicated", "superposed")
 
+# The toy training each sweep uses unless told otherwise (``toy.train_toy_model``'s options).
+PHASE_DIAGRAM_TRAINING = {"steps": 2000, "batch_size": 512, "lr": 1e-2}
+SPARSITY_SWEEP_TRAINING = {"steps": 5000, "batch_size": 1024, "lr": 1e-3}
 
-def _weights(W_or_model: Tensor | ToyModel) -> Float[Tensor, "inst d_hidden feat"]:
+
+def as_weight_tensor(W_or_model: Tensor | ToyModel) -> Float[Tensor, "inst d_hidden feat"]:
+    """The detached float ``(inst, d_hidden, feat)`` weights of a toy model, or of a ``W`` (a 2-D one gains ``inst``)."""
     W = W_or_model.W if isinstance(W_or_model, ToyModel) else W_or_model
     W = W.detach().float()
     if W.ndim == 2:
@@ -33,18 +38,18 @@ def _weights(W_or_model: Tensor | ToyModel) -> Float[Tensor, "inst d_hidden feat
 
 def feature_norms(W: Tensor | ToyModel) -> Float[Tensor, "inst feat"]:
     """||W_f||: near 1 when feature f is represented, near 0 when it is dropped."""
-    return _weights(W).norm(dim=1)
+    return as_weight_tensor(W).norm(dim=1)
 
 
 def overlaps(W: Tensor | ToyModel) -> Float[Tensor, "inst feat feat"]:
     """Wᵀ W: diagonal = squared norms, off-diagonal = how much reading one feature picks up another."""
-    W = _weights(W)
+    W = as_weight_tensor(W)
     return W.transpose(1, 2) @ W
 
 
 def interference(W: Tensor | ToyModel, eps: float = 1e-8) -> Float[Tensor, "inst feat"]:
     """Superposition of each feature: sum over the other features j of (Ŵ_f · W_j)², with Ŵ_f the unit vector."""
-    W = _weights(W)
+    W = as_weight_tensor(W)
     unit = W / (W.norm(dim=1, keepdim=True) + eps)
     projections = unit.transpose(1, 2) @ W  # [i, f, j] = Ŵ_f · W_j
     off_diagonal = projections.pow(2).sum(-1) - torch.diagonal(projections, dim1=1, dim2=2).pow(2)
@@ -56,7 +61,7 @@ def dimensionality(W: Tensor | ToyModel, eps: float = 1e-8) -> Float[Tensor, "in
 
     1 for a feature with a dimension of its own, 1/2 for an antipodal pair, 2/5 for a pentagon, 0 if dropped.
     """
-    W = _weights(W)
+    W = as_weight_tensor(W)
     norms = W.norm(dim=1)
     unit = W / (norms.unsqueeze(1) + eps)
     denominator = (unit.transpose(1, 2) @ W).pow(2).sum(-1)
@@ -65,7 +70,7 @@ def dimensionality(W: Tensor | ToyModel, eps: float = 1e-8) -> Float[Tensor, "in
 
 def dimensions_per_feature(W: Tensor | ToyModel) -> Float[Tensor, "inst"]:
     """The model-level D* = d_hidden / ||W||_F²: how many dimensions each represented feature gets on average."""
-    W = _weights(W)
+    W = as_weight_tensor(W)
     return W.shape[1] / W.pow(2).sum(dim=(1, 2))
 
 
@@ -97,18 +102,17 @@ def phase_diagram(
     *,
     n_features: int = 2,
     d_hidden: int = 1,
-    steps: int = 2000,
-    batch_size: int = 512,
-    lr: float = 1e-2,
     repeats: int = 3,
     seed: int = 0,
-    progress: bool = True,
+    **train_options,
 ) -> PhaseDiagram:
     """The paper's phase diagram: how the last ("extra") feature is stored as its density and importance vary.
 
     Every (importance, density) cell is ``repeats`` instances of one batched ToyModel (features 0..n-2 have
     importance 1, the extra feature ``relative_importance``; all share the density). The lowest-loss repeat of
-    each cell decides its phase, so a cell is not judged by a run stuck in a local minimum.
+    each cell decides its phase, so a cell is not judged by a run stuck in a local minimum. ``train_options``
+    (``steps``, ``batch_size``, ``lr``, ``progress``, ...) go to ``toy.train_toy_model``, over
+    ``PHASE_DIAGRAM_TRAINING``.
     """
     if not feature_density or not relative_importance:
         raise ValueError("feature_density and relative_importance must each hold at least one value")
@@ -123,9 +127,9 @@ def phase_diagram(
         importance[rows, -1] = r
         probability[rows] = d
     model = ToyModel(n_features, d_hidden, n_inst, feature_probability=probability, importance=importance, seed=seed)
-    history = train(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    history = train_toy_model(model, seed=seed, **{**PHASE_DIAGRAM_TRAINING, **train_options})
 
-    final_loss = history[-max(1, steps // 20):].mean(0).view(len(cells), repeats)
+    final_loss = history[-max(1, history.shape[0] // 20):].mean(0).view(len(cells), repeats)
     best = final_loss.argmin(dim=1) + torch.arange(len(cells)) * repeats
     W_best = model.W.detach()[best]
     norm = feature_norms(W_best)[:, -1].view(len(relative_importance), len(feature_density))
@@ -141,15 +145,16 @@ def sparsity_sweep(
     n_features: int = 100,
     d_hidden: int = 20,
     importance_decay: float = 0.9,
-    steps: int = 5000,
-    batch_size: int = 1024,
-    lr: float = 1e-3,
     seed: int = 0,
-    progress: bool = True,
+    **train_options,
 ) -> ToyModel:
-    """Train one instance per feature probability (the paper's 100 -> 20 sweep), all in one batched model."""
+    """Train one instance per feature probability (the paper's 100 -> 20 sweep), all in one batched model.
+
+    ``train_options`` (``steps``, ``batch_size``, ``lr``, ``progress``, ...) go to ``toy.train_toy_model``, over
+    ``SPARSITY_SWEEP_TRAINING``.
+    """
     probability = torch.tensor(feature_probabilities, dtype=torch.float32).unsqueeze(1)
     model = ToyModel(n_features, d_hidden, len(feature_probabilities), feature_probability=probability,
                      importance=importance_decay ** torch.arange(n_features, dtype=torch.float32), seed=seed)
-    train(model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    train_toy_model(model, seed=seed, **{**SPARSITY_SWEEP_TRAINING, **train_options})
     return model

@@ -2,14 +2,15 @@
 
 ``collect_activations`` stops the forward pass right after the hooked layer (``stop_at_layer``), runs under
 ``torch.inference_mode``, keeps only the hooked tensor and drops position 0 (the BOS attention sink, see
-:mod:`saelab.corpus`). With ``out_dir`` it streams to ``ActivationStore`` shards instead of RAM:
+:mod:`saelab.corpus`), and returns one tensor. ``harvest_to_store`` streams the same activations to
+``ActivationStore`` shards instead of RAM:
 
     out_dir/metadata.json          what was harvested, from which tokens, and which shards are finished
     out_dir/shard_00000.safetensors  one tensor "activations" of shape (rows, d_model), read memory-mapped
 
 Each shard is written to a temporary file and renamed into place, then recorded in metadata.json (also
 written atomically), so an interrupted harvest loses at most the shard it was writing; calling
-``collect_activations`` again with the same arguments resumes after the last finished shard.
+``harvest_to_store`` again with the same arguments resumes after the last finished shard.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import difflib
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -99,6 +101,15 @@ def _forward_batches(model, hook_name: str, tokens: Tensor, batch_size: int, dty
     bar.close()
 
 
+def _check_harvest_args(model, hook_name: str, tokens: Tensor, batch_size: int, dtype) -> None:
+    check_tokens(model, tokens)
+    check_hook_name(model, hook_name)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype={dtype!r}: use None, torch.float32, torch.bfloat16 or torch.float16")
+
+
 def collect_activations(
     model,
     hook_name: str,
@@ -110,7 +121,7 @@ def collect_activations(
     out_dir: str | Path | None = None,
     rows_per_shard: int = 1024,
     replace_different: bool = False,
-) -> Float[Tensor, "n_tokens d_model"] | "ActivationStore":
+) -> Float[Tensor, "n_tokens d_model"]:
     """Activations at ``hook_name`` for every token of ``tokens`` (position 0 dropped unless ``drop_bos=False``).
 
     Args:
@@ -118,33 +129,55 @@ def collect_activations(
         dtype: compute and keep the activations in this dtype (``torch.bfloat16`` runs the matrix products
             under autocast and halves the memory; whether it is faster depends on the CPU); default: the
             model's dtype.
-        out_dir: stream into an on-disk ``ActivationStore`` (resumable) instead of returning a tensor.
-        rows_per_shard: token rows (sequences) per shard file in the store.
-        replace_different: when ``out_dir`` holds a harvest of other tokens/hook/settings, delete its shards and
-            start afresh instead of raising (a harvest of the same inputs is always resumed).
+        out_dir, rows_per_shard, replace_different: deprecated; use ``harvest_to_store``, which returns the
+            on-disk ``ActivationStore``.
     Returns:
-        a ``(n_tokens, d_model)`` tensor, rows in token order (sequence-major), or the ``ActivationStore``.
+        a ``(n_tokens, d_model)`` tensor, rows in token order (sequence-major).
     """
-    check_tokens(model, tokens)
-    check_hook_name(model, hook_name)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype={dtype!r}: use None, torch.float32, torch.bfloat16 or torch.float16")
-    if out_dir is None:
-        parts = list(_forward_batches(model, hook_name, tokens, batch_size, dtype, drop_bos, progress,
-                                      f"harvesting {hook_name}"))
-        return torch.cat(parts)
-    return _harvest_to_store(model, hook_name, tokens, batch_size, dtype, drop_bos, progress, Path(out_dir),
-                             rows_per_shard, replace_different)
+    if out_dir is not None:
+        warnings.warn("collect_activations(..., out_dir=...) is deprecated and will be removed in the next "
+                      "release: call saelab.harvest.harvest_to_store(model, hook_name, tokens, out_dir, ...), "
+                      "which returns the ActivationStore", DeprecationWarning, stacklevel=2)
+        return harvest_to_store(model, hook_name, tokens, out_dir, batch_size=batch_size, dtype=dtype,
+                                progress=progress, drop_bos=drop_bos, rows_per_shard=rows_per_shard,
+                                replace_different=replace_different)
+    _check_harvest_args(model, hook_name, tokens, batch_size, dtype)
+    parts = list(_forward_batches(model, hook_name, tokens, batch_size, dtype, drop_bos, progress,
+                                  f"harvesting {hook_name}"))
+    return torch.cat(parts)
 
 
 def _fingerprint(tokens: Tensor) -> str:
     return hashlib.sha1(tokens.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _harvest_to_store(model, hook_name, tokens, batch_size, dtype, drop_bos, progress, out_dir: Path,
-                      rows_per_shard: int, replace_different: bool) -> "ActivationStore":
+def harvest_to_store(
+    model,
+    hook_name: str,
+    tokens: Int[Tensor, "batch pos"],
+    out_dir: str | Path,
+    *,
+    batch_size: int = 16,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+    drop_bos: bool = True,
+    rows_per_shard: int = 1024,
+    replace_different: bool = False,
+) -> "ActivationStore":
+    """Stream the activations ``collect_activations`` would return into an on-disk store in ``out_dir``.
+
+    Resumable: called again with the same arguments, it continues after the last finished shard.
+
+    Args:
+        rows_per_shard: token rows (sequences) per shard file in the store.
+        replace_different: when ``out_dir`` holds a harvest of other tokens/hook/settings, delete its shards and
+            start afresh instead of raising (a harvest of the same inputs is always resumed).
+        the others: as for ``collect_activations``.
+    Returns:
+        the ``ActivationStore`` in ``out_dir``; ``store.load()`` equals ``collect_activations``'s tensor.
+    """
+    _check_harvest_args(model, hook_name, tokens, batch_size, dtype)
+    out_dir = Path(out_dir)
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -246,6 +279,44 @@ def token_index(tokens: Tensor, drop_bos: bool = True) -> Int[Tensor, " n_tokens
     n_rows, seq_len = tokens.shape
     positions = torch.arange(int(drop_bos), seq_len)
     return (torch.arange(n_rows)[:, None] * seq_len + positions[None, :]).reshape(-1)
+
+
+class NeuronContexts(NamedTuple):
+    """The ``k`` strongest activations of one neuron (a column of harvested activations): where and what."""
+
+    activations: list[float]
+    flat_index: list[int]
+    """``row * seq_len + pos`` of each token in the harvested token tensor."""
+    contexts: list[str]
+    """The text around each token, the token itself in [brackets]."""
+
+
+def neuron_top_contexts(acts_NM: Float[Tensor, "n_tokens d_mlp"], tokens: Int[Tensor, "batch pos"], neuron: int,
+                        tokenizer, k: int = 10, before: int = 8, after: int = 2,
+                        drop_bos: bool = True) -> NeuronContexts:
+    """The ``k`` tokens where ``neuron`` fires most; ``acts_NM`` comes from ``collect_activations`` on ``tokens``."""
+    if not 0 <= neuron < acts_NM.shape[1]:
+        raise ValueError(f"neuron must be in 0..{acts_NM.shape[1] - 1}, got {neuron}")
+    index = token_index(tokens, drop_bos)
+    if len(index) != acts_NM.shape[0]:
+        raise ValueError(f"acts_NM has {acts_NM.shape[0]} rows but tokens give {len(index)} (same drop_bos?)")
+    values, where = acts_NM[:, neuron].float().topk(min(k, acts_NM.shape[0]))
+    seq_len, flat = tokens.shape[1], tokens.reshape(-1)
+    contexts = []
+    for i in index[where].tolist():
+        row_start = (i // seq_len) * seq_len
+        left, right = max(row_start + int(drop_bos), i - before), min(row_start + seq_len, i + after + 1)
+        text = (tokenizer.decode(flat[left:i]) + "[" + tokenizer.decode(flat[i:i + 1]) + "]"
+                + tokenizer.decode(flat[i + 1:right]))
+        contexts.append(text.replace("\n", "⏎"))
+    return NeuronContexts(values.tolist(), index[where].tolist(), contexts)
+
+
+def most_selective_neurons(acts_NM: Float[Tensor, "n_tokens d_mlp"], n: int = 5) -> list[int]:
+    """Neurons whose top activation stands out most from their typical one (max / std): good ones to look at."""
+    acts = acts_NM.float()
+    score = acts.max(dim=0).values / acts.std(dim=0).clamp_min(1e-6)
+    return torch.topk(score, min(n, acts.shape[1])).indices.tolist()
 
 
 def residual_norms(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer batch pos"]:

@@ -20,11 +20,9 @@ network (or the hub's local cache).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,6 +30,9 @@ from typing import Callable, Sequence
 import torch
 from jaxtyping import Int
 from torch import Tensor
+
+from saelab.files import write_dir_atomic
+from saelab.threads import torch_threads  # also public here: lm.torch_threads(1) around decoding
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # The name TransformerLens knows the architecture by; with hf_model given it reads the config from the model.
@@ -132,23 +133,19 @@ def _cache_is_current(folder: Path) -> bool:
 
 
 def _write_cache(hf_model, tokenizer, target: Path) -> None:
-    """Save to a temporary sibling folder, then rename it into place (atomic on one file system)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
+    """Save into a temporary sibling folder, then swap it in for ``target`` (see ``files.write_dir_atomic``)."""
+
+    def write(folder: str) -> None:
+        hf_model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (Path(folder) / "COMPLETE").write_text(_source_stamp())
+
     try:
-        hf_model.save_pretrained(partial, safe_serialization=True)
-        tokenizer.save_pretrained(partial)
-        (partial / "COMPLETE").write_text(_source_stamp())
-        if target.exists() and not _cache_is_current(target):
-            shutil.rmtree(target)  # converted from another release of the GGUF
-        os.replace(partial, target)
+        write_dir_atomic(target, write)  # a cache converted from another release of the GGUF is replaced
     except OSError:
         # Another process finished the same cache first (rename onto a non-empty folder fails): keep theirs.
         if not _cache_is_current(target):
             raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def load_default_hf(dtype: torch.dtype = torch.float32, use_cache: bool = True):
@@ -281,18 +278,6 @@ def chat_tokens(model, prompt: str, system: str | None = None) -> torch.Tensor:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     text = model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return model.to_tokens(text, prepend_bos=False)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Temporarily use ``threads`` intra-op threads (None: leave torch's setting), restored on every exit."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def generate(

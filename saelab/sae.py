@@ -15,7 +15,6 @@ import json
 import math
 import operator
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -478,22 +477,14 @@ class SAE(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: p.detach().to("cpu", dtype).contiguous() for name, p in self.named_parameters()}
         cfg_text = json.dumps(self.cfg.to_saelens_dict(), indent=2)
-        # Both files are written in full under temp names in the same folder, then renamed (os.replace is atomic):
-        # an interrupted save leaves the previous files as they were and no half-written file behind.
-        temps: list[str] = []
-        try:
-            for write in (lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
-                          lambda tmp: Path(tmp).write_text(cfg_text)):
-                fd, tmp = tempfile.mkstemp(prefix=".saelab-", suffix=".tmp", dir=folder)
-                os.close(fd)
-                temps.append(tmp)
-                write(tmp)
-            os.replace(temps[0], folder / WEIGHTS_FILE)
-            os.replace(temps[1], folder / CONFIG_FILE)
-        finally:
-            for tmp in temps:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        from saelab.files import write_files_atomic
+
+        # Both files are written in full before either is renamed into place: an interrupted save leaves the
+        # previous files as they were and no half-written file behind.
+        write_files_atomic(folder, {
+            WEIGHTS_FILE: lambda temporary: save_file(tensors, temporary, metadata={"format": "pt"}),
+            CONFIG_FILE: lambda temporary: Path(temporary).write_text(cfg_text),
+        })
         return folder
 
     @classmethod

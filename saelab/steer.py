@@ -208,3 +208,13 @@ def _interleave(streams: dict[str, Iterator[StreamedToken]]) -> Iterator[tuple[s
                 del streams[which]
             else:
                 yield which, token
+
+
+# ----------------------------------------------------------------------------------------- names
+# ``lm.generate`` continues a token tensor; answering a prompt twice, unsteered and steered, is
+# ``generate_replies``, the all-at-once twin of ``stream_replies``. ``steer.generate`` warns for one release.
+from saelab.deprecated import renamed
+
+generate_replies = generate
+generate_replies.__name__ = generate_replies.__qualname__ = "generate_replies"
+generate = renamed("saelab.steer.generate", generate_replies, "saelab.steer.generate_replies")

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from saelab import lm, reply_checks
 from saelab.files import write_json_atomic
-from saelab.sae import SAE
+from saelab.sae import SAE, check_feature_index
 
 
 class Strength(NamedTuple):
@@ -289,3 +289,26 @@ def record_steering(sae_folder, name: str, entry: dict) -> None:
     named = json.loads(file.read_text()) if file.is_file() else {}
     named.setdefault(name, {})["steer"] = entry
     write_json_atomic(file, named)
+
+
+# ------------------------------------------------------------------ a clamp given in multiples of the max
+CLAMP_MULTIPLE_RANGE = (-10.0, 20.0)
+"""Clamp strengths the steering panel offers, in multiples of the feature's largest activation on the corpus."""
+
+
+def clamp_value(store, feature: int, multiple: float) -> float:
+    """The activation ``feature`` is clamped to: ``multiple`` times its maximum on ``store``'s corpus (0 ablates).
+
+    ``store`` is the SAE's ``FeatureStore``; ``multiple`` must lie in ``CLAMP_MULTIPLE_RANGE``.
+    """
+    check_feature_index(store.d_sae, feature)
+    if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or not math.isfinite(multiple):
+        raise ValueError(f"multiple must be a finite number, got {multiple!r}")
+    low, high = CLAMP_MULTIPLE_RANGE
+    if not low <= multiple <= high:
+        raise ValueError(f"multiple must be between {low:g} and {high:g} (times the feature's max), got {multiple!r}")
+    top = float(store.max_activation[feature])
+    if top <= 0:
+        raise ValueError(f"feature {feature} never fired on the store's corpus (max activation 0), so multiples of "
+                         "it clamp nothing; pick another feature")
+    return multiple * top

@@ -20,6 +20,9 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from saelab.deprecated import renamed
+from saelab.threads import torch_threads
+
 Variant = Literal["relu_output", "linear", "relu_hidden"]
 VARIANTS = ("relu_output", "linear", "relu_hidden")
 
@@ -157,7 +160,7 @@ class ToyModel(nn.Module):
         return (self.importance * error).mean(dim=(0, 2))
 
 
-def train(
+def train_toy_model(
     model: ToyModel,
     steps: int = 5000,
     batch_size: int = 1024,
@@ -183,13 +186,8 @@ def train(
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
 
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _train_loop(model, steps, batch_size, lr, seed, schedule, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train_loop(model: ToyModel, steps: int, batch_size: int, lr: float, seed: int, schedule: str,
@@ -210,3 +208,7 @@ def _train_loop(model: ToyModel, steps: int, batch_size: int, lr: float, seed: i
         if progress and step % 100 == 0:
             bar.set_postfix(loss=f"{loss_I.mean().item():.4g}")
     return history
+
+
+# ``train`` alone read like ``saelab.train`` (the command) or ``training.train_sae``; the old name warns for a release.
+train = renamed("saelab.toy.train", train_toy_model, "saelab.toy.train_toy_model")

@@ -33,7 +33,7 @@ import torch
 from saelab import concepts, corpus, distributed, lm
 from saelab.feature_store import build_feature_store
 from saelab.files import write_json_atomic
-from saelab.harvest import collect_activations
+from saelab.harvest import collect_activations, harvest_to_store
 from saelab.metrics import evaluate
 from saelab.sae import SAE, SAEConfig
 from saelab.shards import ShardBatches
@@ -181,9 +181,9 @@ def _run(recipe: Recipe, out: Path, work_dir: Path | None, progress: bool, devic
         store_dir = store_dir / f"rank{distributed.rank()}of{world}"
     dtype = torch.bfloat16 if recipe.harvest_dtype == "bfloat16" else torch.float32
     harvest_started = time.perf_counter()
-    store = collect_activations(model, recipe.hook_name, train_tokens[distributed.share(train_tokens.shape[0])],
-                                dtype=dtype, out_dir=store_dir, rows_per_shard=recipe.rows_per_shard,
-                                progress=progress, replace_different=True)
+    store = harvest_to_store(model, recipe.hook_name, train_tokens[distributed.share(train_tokens.shape[0])],
+                             dtype=dtype, out_dir=store_dir, rows_per_shard=recipe.rows_per_shard,
+                             progress=progress, replace_different=True)
     harvest_seconds = time.perf_counter() - harvest_started
     stream = ShardBatches(store, distributed.check_divisible(recipe.batch_size), window=recipe.shard_window,
                           max_norm=recipe.max_norm, seed=recipe.seed)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from saelab import distributed
 from saelab.sae import SAE
+from saelab.threads import set_torch_threads
 
 
 @dataclass
@@ -294,11 +295,9 @@ def train_sae(
     parameters = list(sae.parameters())
 
     history = TrainHistory(scale_factor=scale)
-    threads_before = torch.get_num_threads()
     if num_threads is None and cfg.d_in * cfg.d_sae < 2**20:
         num_threads = 1
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    restore_threads = set_torch_threads(num_threads)
     bar = tqdm(total=steps, desc=f"train {cfg.architecture} SAE", disable=not progress or not distributed.is_main(),
                mininterval=0.5)
     start = time.perf_counter()
@@ -350,7 +349,7 @@ def train_sae(
             step += 1
     finally:
         bar.close()
-        torch.set_num_threads(threads_before)
+        restore_threads()
         history.steps = step
         history.seconds = time.perf_counter() - start
         if scale != 1.0:
@@ -409,3 +408,47 @@ def _fold_scale(sae: SAE, scale: float) -> None:
     sae.W_enc.mul_(scale)
     sae.W_dec.div_(scale)
     sae.b_dec.div_(scale)
+
+
+# ------------------------------------------------------------- one setting of a sweep, trained and scored
+@dataclass
+class TradeoffPoint:
+    """One SAE setting trained on activations with known true features: its numbers and what a figure needs."""
+
+    architecture: str
+    sparsity: float
+    """k for topk, the L1 coefficient for relu."""
+    d_sae: int
+    l0: float
+    fvu: float
+    mmcs: float
+    dead_fraction: float
+    n_recovered: int
+    """True features whose best decoder row has cosine > 0.9."""
+    best_cosine: Tensor
+    feature_density: Tensor
+    seconds: float
+
+
+def train_tradeoff_point(activations: Tensor, true_features: Tensor, architecture: str, sparsity: float,
+                         d_sae: int, *, steps: int = 300, batch_size: int = 512, lr: float = 1e-2, seed: int = 0,
+                         eval_rows: int = 5000) -> TradeoffPoint:
+    """Train one SAE (``sparsity`` is k for topk, the L1 coefficient for relu) for ``steps`` on all but the last
+    ``eval_rows`` rows of ``activations``, score it on those and against ``true_features`` (n_features, d_in)."""
+    from saelab.metrics import evaluate, match_features  # only this sweep helper scores what it trained
+    from saelab.sae import SAEConfig
+
+    if architecture not in ("topk", "relu"):
+        raise ValueError(f"architecture must be 'topk' or 'relu', got {architecture!r}")
+    if activations.ndim != 2 or activations.shape[0] <= eval_rows:
+        raise ValueError(f"activations must be (rows, d_in) with more than eval_rows={eval_rows} rows, "
+                         f"got shape {tuple(activations.shape)}")
+    start = time.perf_counter()
+    kwargs = {"k": int(sparsity)} if architecture == "topk" else {"l1_coefficient": float(sparsity)}
+    sae = SAE(SAEConfig(activations.shape[1], d_sae, architecture, **kwargs), seed=seed)
+    train_sae(sae, activations[:-eval_rows], steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False)
+    ev = evaluate(sae, activations[-eval_rows:])
+    match = match_features(sae, true_features)
+    return TradeoffPoint(architecture, sparsity, d_sae, ev.l0, ev.fvu, match.mmcs, ev.dead_fraction,
+                         match.n_recovered(0.9), match.best_cosine, ev.feature_density,
+                         time.perf_counter() - start)

@@ -39,7 +39,7 @@ def test_a_slice_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     path = gen.write_slice("whales", ["One passage.", "Another passage."])
     assert path == tmp_path / "whales.generated.txt"
     assert path.read_text() == "One passage.\n\nAnother passage.\n"
-    assert not list(tmp_path.glob("*.partial"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["whales.generated.txt"]  # no temporary left
 
 
 def test_an_unknown_concept_is_refused_before_the_model_loads(monkeypatch):

@@ -89,7 +89,7 @@ def test_parsed_sources_are_cached_as_json(tmp_path, monkeypatch):
     corpus._source_cached.cache_clear()
     first = corpus.source_texts("python_topics")
     files = list((tmp_path / "corpus").glob("python_topics-py*.json"))
-    assert len(files) == 1 and not list((tmp_path / "corpus").glob("*.partial*"))
+    assert len(files) == 1 and not list((tmp_path / "corpus").glob(".*"))  # no temporary left
     corpus._source_cached.cache_clear()
 
     def must_not_parse():

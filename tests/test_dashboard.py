@@ -90,7 +90,7 @@ def test_text_the_model_cannot_take_shows_a_message_instead_of_failing(setup):
     dashboard = feature_dashboard(model, sae, store)
     too_long = "brown fox " * 60  # more tokens than the tiny model's 64-token context
     dashboard.own_text.value = too_long
-    assert "more than the model&#x27;s context n_ctx=64" in dashboard.own_result.value
+    assert "<b>ValueError</b>: text is 482 tokens long, more than the model's context n_ctx=64" in dashboard.own_result.value
     dashboard.own_text.value = "   "
     assert "type some text first" in dashboard.own_result.value
     dashboard.query.value = too_long

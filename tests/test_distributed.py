@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from saelab import distributed
 from saelab.feature_store import FeatureStore
-from saelab.harvest import ActivationStore, collect_activations
+from saelab.harvest import ActivationStore, harvest_to_store
 from saelab.sae import SAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +34,8 @@ def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
 @pytest.fixture
 def small_store(tiny_model, tmp_path) -> ActivationStore:
     tokens = torch.randint(3, 300, (40, 32), generator=torch.Generator().manual_seed(0))
-    return collect_activations(tiny_model, "blocks.1.hook_resid_post", tokens, out_dir=tmp_path / "store",
-                               rows_per_shard=5, progress=False)
+    return harvest_to_store(tiny_model, "blocks.1.hook_resid_post", tokens, out_dir=tmp_path / "store",
+                            rows_per_shard=5, progress=False)
 
 
 @pytest.mark.slow

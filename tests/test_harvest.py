@@ -1,12 +1,13 @@
 """collect_activations and the shard store, on the tiny random Llama (fast) and the real model (slow)."""
 
 import json
+import warnings
 
 import pytest
 import torch
 
 from saelab import corpus, harvest
-from saelab.harvest import ActivationStore, collect_activations
+from saelab.harvest import ActivationStore, collect_activations, harvest_to_store
 
 HOOK = "blocks.2.hook_resid_post"
 
@@ -80,7 +81,7 @@ def leftovers(folder):
 
 def test_store_equals_in_memory_and_indexes_tokens(tiny_model, tokens, tmp_path):
     tokens = tokens[:14]  # 4 shards, the last one short
-    store = collect_activations(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
+    store = harvest_to_store(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
     assert isinstance(store, ActivationStore) and store.complete
     expected = collect_activations(tiny_model, HOOK, tokens, progress=False)
     torch.testing.assert_close(store.load(), expected)
@@ -89,6 +90,21 @@ def test_store_equals_in_memory_and_indexes_tokens(tiny_model, tokens, tmp_path)
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["hook_name"] == HOOK and meta["seq_len"] == 16 and len(meta["shards"]) == -(-tokens.shape[0] // 4)
     assert not leftovers(tmp_path)
+
+
+def test_collect_activations_with_out_dir_still_works_but_warns(tiny_model, tokens, tmp_path):
+    tokens = tokens[:6]
+    with pytest.warns(DeprecationWarning, match="harvest_to_store"):
+        old = collect_activations(tiny_model, HOOK, tokens, out_dir=tmp_path / "old", rows_per_shard=4,
+                                  progress=False)
+    new = harvest_to_store(tiny_model, HOOK, tokens, tmp_path / "new", rows_per_shard=4, progress=False)
+    assert isinstance(old, ActivationStore) and old.metadata["rows_per_shard"] == 4
+    torch.testing.assert_close(old.load(), new.load())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the in-memory call has nothing to warn about
+        assert isinstance(collect_activations(tiny_model, HOOK, tokens, progress=False), torch.Tensor)
+    with pytest.raises(ValueError, match="rows_per_shard must be >= 1"):
+        harvest_to_store(tiny_model, HOOK, tokens, tmp_path / "bad", rows_per_shard=0, progress=False)
 
 
 def test_interrupted_harvest_resumes_without_half_written_shards(tiny_model, tokens, tmp_path, monkeypatch):
@@ -106,7 +122,7 @@ def test_interrupted_harvest_resumes_without_half_written_shards(tiny_model, tok
 
     monkeypatch.setattr(harvest, "save_file", crash_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        collect_activations(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
+        harvest_to_store(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
     assert not leftovers(tmp_path)  # the half-written shard was removed, not left beside the finished ones
     partial = ActivationStore(tmp_path)
     assert not partial.complete and len(partial.metadata["shards"]) == 2
@@ -121,7 +137,7 @@ def test_interrupted_harvest_resumes_without_half_written_shards(tiny_model, tok
         return original(batch, **kwargs)
 
     monkeypatch.setattr(tiny_model, "run_with_hooks", count)
-    store = collect_activations(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
+    store = harvest_to_store(tiny_model, HOOK, tokens, out_dir=tmp_path, rows_per_shard=4, progress=False)
     assert forwards["rows"] == tokens.shape[0] - 8  # the two finished shards were not recomputed
     assert store.complete and not leftovers(tmp_path)
     monkeypatch.undo()
@@ -129,12 +145,12 @@ def test_interrupted_harvest_resumes_without_half_written_shards(tiny_model, tok
 
 
 def test_store_refuses_a_different_harvest(tiny_model, tokens, tmp_path):
-    collect_activations(tiny_model, HOOK, tokens[:4], out_dir=tmp_path, progress=False)
+    harvest_to_store(tiny_model, HOOK, tokens[:4], out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="holds a different harvest"):
-        collect_activations(tiny_model, "blocks.1.hook_resid_post", tokens[:4], out_dir=tmp_path, progress=False)
+        harvest_to_store(tiny_model, "blocks.1.hook_resid_post", tokens[:4], out_dir=tmp_path, progress=False)
     (tmp_path / "notes.txt").write_text("mine")
-    store = collect_activations(tiny_model, "blocks.1.hook_resid_post", tokens[:4], out_dir=tmp_path,
-                                replace_different=True, progress=False)
+    store = harvest_to_store(tiny_model, "blocks.1.hook_resid_post", tokens[:4], out_dir=tmp_path,
+                             replace_different=True, progress=False)
     assert store.metadata["hook_name"] == "blocks.1.hook_resid_post" and store.complete
     torch.testing.assert_close(store.load(), reference(tiny_model, tokens[:4], "blocks.1.hook_resid_post"))
     assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -111,7 +111,7 @@ def test_cold_gguf_load_then_cached_reload_offline(tmp_path, monkeypatch):
     cold_s = time.perf_counter() - start
     folder = lm.cached_model_dir()
     assert (folder / "COMPLETE").is_file() and (folder / "model.safetensors").is_file()
-    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
     start = time.perf_counter()
     warm = lm.load_model()
     warm_s = time.perf_counter() - start

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from saelab import distributed
-from saelab.harvest import ActivationStore, collect_activations
+from saelab.harvest import ActivationStore, harvest_to_store
 from saelab.sae import SAE, SAEConfig
 from saelab.shards import ShardBatches
 from saelab.training import train_sae
@@ -18,8 +18,8 @@ HOOK = "blocks.1.hook_resid_post"
 def store(tiny_model, tmp_path_factory) -> ActivationStore:
     """16 shards of 4 rows x 31 tokens x d_model 32."""
     tokens = torch.randint(3, 300, (64, 32), generator=torch.Generator().manual_seed(0))
-    return collect_activations(tiny_model, HOOK, tokens, out_dir=tmp_path_factory.mktemp("store"),
-                               rows_per_shard=4, progress=False)
+    return harvest_to_store(tiny_model, HOOK, tokens, out_dir=tmp_path_factory.mktemp("store"),
+                            rows_per_shard=4, progress=False)
 
 
 class ResidentShards:

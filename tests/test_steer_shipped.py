@@ -20,7 +20,7 @@ def test_clamping_the_golden_gate_group_at_its_max_talks_about_the_bridge(real_m
     clamps = {f: store.max_activation[f].item() for f in group}  # 1x each feature's max; 10x collapses (lesson 07)
     # 24 tokens: past ~20, greedy decoding of this 135M model falls into a loop under the clamp ("I'm a bridge.
     # (Swinging my hand across the bridge) I'm a bridge. (Swinging ..."), which the fluency check rightly rejects.
-    replies = steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=24)
+    replies = steer.generate_replies(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=24)
     assert not mentions_bridge(replies.baseline), replies.baseline
     assert mentions_bridge(replies.steered), replies.steered
     # Fluent, not only on topic: a broken cache or an overdriven clamp still says "bridge" ("The bridge was a a a").
@@ -29,7 +29,7 @@ def test_clamping_the_golden_gate_group_at_its_max_talks_about_the_bridge(real_m
         assert reply_checks.repetition(reply) < 0.2, reply
     assert not lm.active_hook_points(real_model)
     # greedy decoding: the same request gives the same reply
-    assert steer.generate(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=24) == replies
+    assert steer.generate_replies(real_model, QUESTION, sae=sae, clamps=clamps, max_new_tokens=24) == replies
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ from saelab import features, lm, steer
 from saelab.corpus import tokenize_corpus
 from saelab.harvest import collect_activations
 from saelab.sae import SAE, SAEConfig
+from saelab.steering_search import clamp_value
 from saelab.widgets import steering_panel
-from saelab.widgets.steer_panel import clamp_value
 
 HOOK = "blocks.2.hook_resid_post"
 PROMPT = "What is your physical form?"
@@ -38,8 +38,8 @@ def test_generate_streams_steer_generates_replies_with_each_tokens_activation(se
 
     assert panel.last_error is None and "done" in panel.status.value
     value = 10.0 * store.max_activation[feature].item()
-    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: value}, max_new_tokens=8, temperature=1.0,
-                              seed=2)
+    expected = steer.generate_replies(model, PROMPT, sae=sae, clamps={feature: value}, max_new_tokens=8,
+                                      temperature=1.0, seed=2)
     texts = {name: "".join(t.text for t in panel.replies[name]).strip() for name in ("baseline", "steered")}
     assert (texts["baseline"], texts["steered"]) == expected
     assert texts["baseline"] != texts["steered"]
@@ -68,7 +68,7 @@ def test_the_slider_sets_the_clamp_in_multiples_of_the_features_max(setup):
     assert f"clamps it to {-2.5 * top:.3g}" in panel.feature_info.value
     panel.multiple.value = 20.0
     panel.generate_button.click()
-    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: 20.0 * top}, max_new_tokens=6)
+    expected = steer.generate_replies(model, PROMPT, sae=sae, clamps={feature: 20.0 * top}, max_new_tokens=6)
     assert "".join(t.text for t in panel.replies["steered"]).strip() == expected.steered
     assert "20 × max" in panel.steered.value
 
@@ -132,7 +132,7 @@ def test_bad_panel_arguments_are_one_line_errors(setup):
         (dict(multiple=float("inf")), "multiple must be a finite number"),
         (dict(multiple=25.0), "multiple must be between -10 and 20"),
         (dict(max_new_tokens=0), "max_new_tokens must be an integer in 1..256"),
-        (dict(sae=other), "the store describes 24 features but the SAE has d_sae=8"),
+        (dict(sae=other), "the feature store was built for an SAE with d_sae=24, but this SAE has d_sae=8"),
         (dict(sae=SAE(SAEConfig(d_in=16, d_sae=24), seed=0)), "d_in=16 but the model's d_model is 32"),
     ]
     for overrides, message in cases:
@@ -142,6 +142,19 @@ def test_bad_panel_arguments_are_one_line_errors(setup):
         assert message in str(error.value) and "\n" not in str(error.value)
     assert clamp_value(store, 3, 0.0) == 0.0
     assert clamp_value(store, 3, -1.5) == pytest.approx(-1.5 * store.max_activation[3].item())
+
+
+def test_clamp_value_from_the_widget_module_still_works_but_warns(setup):
+    _, _, store = setup
+    import saelab.widgets.steer_panel as panel_module
+
+    with pytest.warns(DeprecationWarning, match="saelab.steering_search.clamp_value"):
+        from saelab.widgets.steer_panel import clamp_value as old_clamp_value
+    assert old_clamp_value(store, 3, 2.0) == clamp_value(store, 3, 2.0) == pytest.approx(2 * store.max_activation[3].item())
+    with pytest.warns(DeprecationWarning, match="CLAMP_MULTIPLE_RANGE"):
+        assert panel_module.MULTIPLE_RANGE == (-10.0, 20.0)
+    with pytest.raises(ValueError, match="multiple must be between -10 and 20"):
+        clamp_value(store, 3, 25.0)
 
 
 def test_a_reply_escapes_html_keeps_line_breaks_and_shades_by_activation_over_the_max():
@@ -170,13 +183,13 @@ def test_after_a_slider_move_only_the_steered_reply_is_rewritten(setup):
     panel.generate_button.click()
     assert panel.replies["baseline"] == first_baseline
     assert progress[0] == "<i>writing… baseline 6 · steered 1 tokens</i>"  # no baseline token was recomputed
-    expected = steer.generate(model, PROMPT, sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6)
+    expected = steer.generate_replies(model, PROMPT, sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6)
     assert "".join(t.text for t in panel.replies["steered"]).strip() == expected.steered
     progress.clear()
     panel.prompt.value = "Tell me about the fox."  # new settings: both replies are written afresh
     panel.generate_button.click()
     assert progress[0] == "<i>writing… baseline 1 · steered 0 tokens</i>"
-    assert "".join(t.text for t in panel.replies["baseline"]).strip() == steer.generate(
+    assert "".join(t.text for t in panel.replies["baseline"]).strip() == steer.generate_replies(
         model, "Tell me about the fox.", sae=sae, clamps={feature: -10.0 * top}, max_new_tokens=6).baseline
 
 

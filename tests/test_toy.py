@@ -21,7 +21,7 @@ def neighbour_angles_degrees(W_2F: torch.Tensor) -> torch.Tensor:
 def test_sparse_five_features_in_two_dimensions_form_a_pentagon():
     importance = 0.9 ** torch.arange(5.0)
     model = toy.ToyModel(5, 2, 8, feature_probability=0.05, importance=importance, seed=0)
-    history = toy.train(model, steps=5000, batch_size=1024, lr=1e-3, seed=0, progress=False)
+    history = toy.train_toy_model(model, steps=5000, batch_size=1024, lr=1e-3, seed=0, progress=False)
     W = model.W.detach()[best_instance(history)]
     assert (geometry.feature_norms(W) > 0.7).all()
     assert ((neighbour_angles_degrees(W) - 72).abs() < 10).all()
@@ -31,7 +31,7 @@ def test_sparse_five_features_in_two_dimensions_form_a_pentagon():
 @pytest.mark.slow
 def test_dense_features_keep_exactly_the_two_most_important():
     model = toy.ToyModel(4, 2, 4, feature_probability=1.0, importance=0.8 ** torch.arange(4.0), seed=0)
-    history = toy.train(model, steps=3000, batch_size=1024, lr=1e-2, seed=0, progress=False)
+    history = toy.train_toy_model(model, steps=3000, batch_size=1024, lr=1e-2, seed=0, progress=False)
     norms = geometry.feature_norms(model)[best_instance(history)]
     assert (norms[:2] > 0.9).all(), norms
     assert (norms[2:] < 0.1).all(), norms
@@ -41,15 +41,15 @@ def test_training_is_deterministic_for_a_seed():
     runs = []
     for _ in range(2):
         model = toy.ToyModel(5, 2, 3, feature_probability=0.1, seed=3)
-        runs.append((toy.train(model, steps=50, batch_size=64, seed=7, progress=False), model.W.detach()))
+        runs.append((toy.train_toy_model(model, steps=50, batch_size=64, seed=7, progress=False), model.W.detach()))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     other = toy.ToyModel(5, 2, 3, feature_probability=0.1, seed=3)
-    assert not torch.equal(toy.train(other, steps=50, batch_size=64, seed=8, progress=False), runs[0][0])
+    assert not torch.equal(toy.train_toy_model(other, steps=50, batch_size=64, seed=8, progress=False), runs[0][0])
 
 
 def test_training_lowers_the_loss_of_every_instance():
     model = toy.ToyModel(6, 3, 4, feature_probability=0.1, seed=0)
-    history = toy.train(model, steps=300, batch_size=256, lr=1e-2, seed=0, progress=False)
+    history = toy.train_toy_model(model, steps=300, batch_size=256, lr=1e-2, seed=0, progress=False)
     assert history.shape == (300, 4)
     assert (history[-20:].mean(0) < 0.7 * history[:20].mean(0)).all()
 
@@ -123,4 +123,4 @@ def test_inputs_of_the_wrong_shape_and_bad_training_settings_are_refused():
     for kwargs, named in [(dict(steps=0), "steps"), (dict(lr=-1.0), "lr"), (dict(batch_size=0), "batch_size"),
                           (dict(schedule="linear"), "schedule")]:
         with pytest.raises(ValueError, match=named):
-            toy.train(model, progress=False, **kwargs)
+            toy.train_toy_model(model, progress=False, **kwargs)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from saelab.exercises import lesson04
-from saelab.widgets.neurons import most_selective_neurons, neuron_picker, top_contexts
+from saelab.harvest import most_selective_neurons, neuron_top_contexts
+from saelab.widgets.neurons import neuron_picker
 from saelab.widgets.residual_norms import residual_norms_explorer
 
 
@@ -42,13 +43,13 @@ def test_top_contexts_bracket_the_strongest_token(tiny_model):
     acts = torch.zeros(8, 3)  # 2 rows x 4 positions (BOS dropped)
     acts[6, 2] = 5.0  # row 1, position 3 -> token 46
     acts[1, 2] = 2.0  # row 0, position 2 -> token 41
-    top = top_contexts(acts, tokens, 2, tiny_model.tokenizer, k=2, before=1, after=1)
+    top = neuron_top_contexts(acts, tokens, 2, tiny_model.tokenizer, k=2, before=1, after=1)
     assert top.activations == [5.0, 2.0]
     assert top.flat_index == [1 * 5 + 3, 0 * 5 + 2]
     decode = tiny_model.tokenizer.decode
     assert top.contexts[0] == decode([45]) + "[" + decode([46]) + "]" + decode([47])
     with pytest.raises(ValueError, match="neuron must be in 0..2"):
-        top_contexts(acts, tokens, 3, tiny_model.tokenizer)
+        neuron_top_contexts(acts, tokens, 3, tiny_model.tokenizer)
 
 
 def test_neuron_slider_redraws_its_top_tokens(tiny_model):
@@ -69,3 +70,19 @@ def test_most_selective_neurons_finds_the_spiky_one():
     acts = torch.randn(500, 10, generator=torch.Generator().manual_seed(1))
     acts[123, 7] = 40.0
     assert most_selective_neurons(acts, 1) == [7]
+
+
+def test_the_neuron_functions_imported_from_the_widget_still_work_but_warn(tiny_model):
+    from saelab.widgets import neurons
+
+    acts = torch.randn(500, 10, generator=torch.Generator().manual_seed(1))
+    acts[123, 7] = 40.0
+    with pytest.warns(DeprecationWarning, match="saelab.harvest.most_selective_neurons"):
+        assert neurons.most_selective_neurons(acts, 1) == [7]
+    tokens = torch.randint(3, 250, (50, 11), generator=torch.Generator().manual_seed(2))
+    with pytest.warns(DeprecationWarning, match="saelab.harvest.neuron_top_contexts"):
+        from saelab.widgets.neurons import top_contexts
+    assert top_contexts(acts, tokens, 7, tiny_model.tokenizer, k=3) == neuron_top_contexts(
+        acts, tokens, 7, tiny_model.tokenizer, k=3)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        _ = neurons.nothing_here

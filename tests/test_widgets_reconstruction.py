@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from saelab.harvest import collect_activations
+from saelab.reconstruction import reconstruct_text
 from saelab.sae import SAE, SAEConfig
-from saelab.widgets.reconstruction import reconstruct_text, reconstruction_explorer, reconstruction_figure
+from saelab.widgets.reconstruction import reconstruction_explorer, reconstruction_figure
 
 HOOK = "blocks.1.hook_resid_post"
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "What is your physical form?"]
@@ -100,3 +101,12 @@ def test_sae_comparison_draws_one_bar_per_sae_in_each_metric_panel():
     assert [list(trace.y) for trace in fig.data] == [[0.3, 0.17], [0.95, 0.99], [0.01, 0.0]]
     assert all(list(trace.x) == ["yours", "shipped"] for trace in fig.data)
     assert [a.text for a in fig.layout.annotations][1] == "CE loss recovered (higher is better)"
+
+
+def test_reconstruct_text_from_the_widget_module_still_works_but_warns(tiny_model, saes):
+    centre = torch.zeros(tiny_model.cfg.d_model)
+    with pytest.warns(DeprecationWarning, match="saelab.reconstruction.reconstruct_text"):
+        from saelab.widgets.reconstruction import reconstruct_text as old_reconstruct_text
+    old = old_reconstruct_text(tiny_model, saes, HOOK, TEXTS[1], centre)
+    new = reconstruct_text(tiny_model, saes, HOOK, TEXTS[1], centre)
+    assert old.tokens == new.tokens and all(torch.equal(old.token_fvu[n], new.token_fvu[n]) for n in saes)

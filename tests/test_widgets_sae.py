@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from saelab.synthetic import SparseFeatureData
+from saelab.training import train_tradeoff_point
 from saelab.widgets import sae_tradeoff_explorer
-from saelab.widgets.sae_tradeoff import train_point
 
 
 @pytest.fixture(scope="module")
@@ -14,15 +14,24 @@ def toy_activations():
     return data.sample(12_000, seed=1), data.directions
 
 
-def test_train_point_scores_against_true_features(toy_activations):
+def test_train_tradeoff_point_scores_against_true_features(toy_activations):
     acts, true = toy_activations
-    point = train_point(acts, true, "topk", 1, 48, steps=150)
+    point = train_tradeoff_point(acts, true, "topk", 1, 48, steps=150)
     assert point.mmcs > 0.8 and point.l0 <= 1.0 and 0 < point.fvu < 1
     assert point.best_cosine.shape == (24,) and point.feature_density.shape == (48,)
-    looser = train_point(acts, true, "topk", 4, 48, steps=150)
+    looser = train_tradeoff_point(acts, true, "topk", 4, 48, steps=150)
     assert looser.l0 > point.l0 and looser.fvu < point.fvu  # the trade-off, measured
     with pytest.raises(ValueError, match="architecture must be 'topk' or 'relu'"):
-        train_point(acts, true, "gated", 1, 48)
+        train_tradeoff_point(acts, true, "gated", 1, 48)
+
+
+def test_train_point_from_the_widget_module_still_works_but_warns(toy_activations):
+    acts, true = toy_activations
+    with pytest.warns(DeprecationWarning, match="saelab.training.train_tradeoff_point"):
+        from saelab.widgets.sae_tradeoff import train_point
+    old = train_point(acts, true, "topk", 2, 24, steps=20)
+    new = train_tradeoff_point(acts, true, "topk", 2, 24, steps=20)
+    assert (old.l0, old.fvu, old.mmcs) == (new.l0, new.fvu, new.mmcs)  # same seed, same numbers
 
 
 def test_moving_the_first_slider_changes_the_figure(toy_activations):

@@ -53,7 +53,7 @@ def feature_directions(
 
     Needs ``d_hidden == 2``. ``losses`` (one per instance) go into the subplot titles.
     """
-    W = geometry._weights(model_or_W)
+    W = geometry.as_weight_tensor(model_or_W)
     if W.shape[1] != 2:
         raise ValueError(f"feature_directions draws 2D hidden spaces; this model has d_hidden={W.shape[1]}")
     chosen = _instances(W, instances)
@@ -84,7 +84,7 @@ def superposition_heatmaps(
     A diagonal heatmap with unit bars is "one feature per dimension"; off-diagonal colour and coloured bars are
     features sharing dimensions (superposition).
     """
-    W = geometry._weights(model_or_W)
+    W = geometry.as_weight_tensor(model_or_W)
     chosen = _instances(W, instances)
     overlaps = geometry.overlaps(W)
     norms, shared = geometry.feature_norms(W), geometry.interference(W)
@@ -119,7 +119,7 @@ def dimensionality_plot(model_or_W: ToyModel | Tensor, feature_probabilities: Se
 
     The paper's "sticky" fractions (1, 3/4, 2/3, 1/2, 2/5, 3/8) are drawn as dashed lines.
     """
-    W = geometry._weights(model_or_W)
+    W = geometry.as_weight_tensor(model_or_W)
     if len(feature_probabilities) != W.shape[0]:
         raise ValueError(f"feature_probabilities has {len(feature_probabilities)} values; the model has "
                          f"{W.shape[0]} instances (one value per instance is needed)")

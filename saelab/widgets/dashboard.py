@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections import OrderedDict
 
 import ipywidgets as widgets
@@ -13,13 +12,10 @@ from saelab import features
 from saelab.feature_store import FeatureStore, check_store_fits
 from saelab.plots import features as feature_plots
 from saelab.sae import SAE
+from saelab.widgets.common import FeaturePicker, error_html
 
 # Panels of this many recently shown features are kept, so going back to one redraws without recomputing.
 PANEL_CACHE_SIZE = 64
-
-
-def _error_html(error: Exception) -> str:
-    return f"<span style='color:#d62728'>{html.escape(str(error))}</span>"
 
 
 class FeatureDashboard(widgets.VBox):
@@ -32,11 +28,9 @@ class FeatureDashboard(widgets.VBox):
         self.model, self.sae, self.store, self.n_examples = model, sae, store, n_examples
         self._panels: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._own_codes: tuple[str, list[str], Tensor] | None = None  # (text, its tokens, every feature's codes)
-        self.feature = widgets.BoundedIntText(value=feature, min=0, max=sae.cfg.d_sae - 1, description="feature")
-        self.query = widgets.Text(placeholder="find features firing on this text", layout={"width": "340px"},
-                                  continuous_update=False)  # Enter (or leaving the box) searches
-        self.search_button = widgets.Button(description="Search")
-        self.results = widgets.Dropdown(options=[], description="results", layout={"width": "340px"})
+        self.picker = FeaturePicker(sae.cfg.d_sae, feature)
+        self.feature, self.query, self.results = self.picker.feature, self.picker.query, self.picker.results
+        self.search_button = self.picker.search_button
         self.search_message = widgets.HTML()
         self.stats = widgets.HTML()
         self.examples = widgets.HTML()
@@ -48,14 +42,12 @@ class FeatureDashboard(widgets.VBox):
         self.own_result = widgets.HTML()
 
         self.feature.observe(lambda _change: self.show(), names="value")
-        self.search_button.on_click(lambda _button: self.search())
-        self.query.observe(lambda _change: self.search(), names="value")
-        self.results.observe(self._pick_result, names="value")
+        self.picker.on_search(self.search)
         self.own_button.on_click(lambda _button: self.try_text())
         self.own_text.observe(lambda _change: self.try_text(), names="value")
         self.show()
         super().__init__([
-            widgets.HBox([self.feature, self.query, self.search_button]), self.results, self.search_message,
+            self.picker.row, self.results, self.search_message,
             self.stats, widgets.HBox([self.histogram, self.logits]), widgets.HTML("<b>Top examples</b>"),
             self.examples, widgets.HBox([self.own_text, self.own_button]), self.own_result,
         ])
@@ -87,24 +79,10 @@ class FeatureDashboard(widgets.VBox):
             self.try_text()
 
     def search(self) -> None:
-        self.search_message.value = ""
-        if not self.query.value.strip():
-            self.results.options = []
-            self.search_message.value = "<i>type some text to search for, e.g. <q>the Golden Gate Bridge</q></i>"
-            return
         try:
-            found = features.search_features(self.model, self.sae, self.store, self.query.value, k=10)
+            self.search_message.value = self.picker.search(self.model, self.sae, self.store)
         except ValueError as error:  # e.g. a text longer than the model's context: say so, keep the widget
-            self.results.options = []
-            self.search_message.value = _error_html(error)
-            return
-        self.results.options = [(f"feature {f}: {score:.0%} of its max", f) for f, score in found]
-        if not found:
-            self.search_message.value = "<i>no feature fired on this text</i>"
-
-    def _pick_result(self, change) -> None:
-        if change["new"] is not None:
-            self.feature.value = change["new"]
+            self.search_message.value = error_html(error)
 
     def try_text(self) -> None:
         if not self.own_text.value.strip():
@@ -115,7 +93,7 @@ class FeatureDashboard(widgets.VBox):
             try:
                 tokens = features.text_tokens(self.model, text)
             except ValueError as error:
-                self.own_result.value = _error_html(error)
+                self.own_result.value = error_html(error)
                 return
             # Every feature's codes, kept: switching features then redraws this panel without the model.
             codes = features.feature_activations(self.model, self.sae, tokens, hook_name=self.store.hook_name)[0, 1:]

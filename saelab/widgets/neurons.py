@@ -2,46 +2,19 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import ipywidgets as widgets
 import plotly.graph_objects as go
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from saelab.harvest import token_index
+from saelab import harvest
+from saelab.deprecated import moved_names
 from saelab.plots.lm import neuron_top_tokens_figure
 
-
-class TopContexts(NamedTuple):
-    """The ``k`` strongest activations of one neuron: where they are and what they say."""
-
-    activations: list[float]
-    flat_index: list[int]
-    """``row * seq_len + pos`` of each token in the harvested token tensor."""
-    contexts: list[str]
-    """The text around each token, the token itself in [brackets]."""
-
-
-def top_contexts(acts_NM: Float[Tensor, "n_tokens d_mlp"], tokens: Int[Tensor, "batch pos"], neuron: int,
-                 tokenizer, k: int = 10, before: int = 8, after: int = 2, drop_bos: bool = True) -> TopContexts:
-    """The ``k`` tokens where ``neuron`` fires most; ``acts_NM`` comes from ``collect_activations`` on ``tokens``."""
-    if not 0 <= neuron < acts_NM.shape[1]:
-        raise ValueError(f"neuron must be in 0..{acts_NM.shape[1] - 1}, got {neuron}")
-    index = token_index(tokens, drop_bos)
-    if len(index) != acts_NM.shape[0]:
-        raise ValueError(f"acts_NM has {acts_NM.shape[0]} rows but tokens give {len(index)} (same drop_bos?)")
-    values, where = acts_NM[:, neuron].float().topk(min(k, acts_NM.shape[0]))
-    seq_len, flat = tokens.shape[1], tokens.reshape(-1)
-    contexts = []
-    for i in index[where].tolist():
-        row_start = (i // seq_len) * seq_len
-        left, right = max(row_start + int(drop_bos), i - before), min(row_start + seq_len, i + after + 1)
-        text = (tokenizer.decode(flat[left:i]) + "[" + tokenizer.decode(flat[i:i + 1]) + "]"
-                + tokenizer.decode(flat[i + 1:right]))
-        contexts.append(text.replace("\n", "⏎"))
-    return TopContexts(values.tolist(), index[where].tolist(), contexts)
+# Computed in saelab.harvest now; importing them from here keeps working for one release.
+__getattr__ = moved_names(__name__, {"top_contexts": "saelab.harvest.neuron_top_contexts",
+                                     "TopContexts": "saelab.harvest.NeuronContexts",
+                                     "most_selective_neurons": "saelab.harvest.most_selective_neurons"})
 
 
 class NeuronPicker(widgets.VBox):
@@ -59,8 +32,9 @@ class NeuronPicker(widgets.VBox):
         self.redraw()
         super().__init__([widgets.HBox([self.neuron, self.k]), self.figure])
 
-    def current(self) -> TopContexts:
-        return top_contexts(self.acts_NM, self.tokens, self.neuron.value, self.tokenizer, k=self.k.value)
+    def current(self) -> harvest.NeuronContexts:
+        return harvest.neuron_top_contexts(self.acts_NM, self.tokens, self.neuron.value, self.tokenizer,
+                                           k=self.k.value)
 
     def redraw(self) -> None:
         top = self.current()
@@ -77,9 +51,3 @@ def neuron_picker(acts_NM: Float[Tensor, "n_tokens d_mlp"], tokens: Int[Tensor, 
     """Sliders for a neuron and how many of its top contexts to show."""
     return NeuronPicker(acts_NM, tokens, tokenizer, neuron, k, label)
 
-
-def most_selective_neurons(acts_NM: Float[Tensor, "n_tokens d_mlp"], n: int = 5) -> list[int]:
-    """Neurons whose top activation stands out most from their typical one (max / std): good ones to look at."""
-    acts = acts_NM.float()
-    score = acts.max(dim=0).values / acts.std(dim=0).clamp_min(1e-6)
-    return torch.topk(score, min(n, acts.shape[1])).indices.tolist()

@@ -1,7 +1,7 @@
 """Token by token: how well do one or more SAEs rebuild a text's activations, and with which latents?
 
-``reconstruct_text`` (pure) runs a text to the SAEs' hook point and encodes every token with each SAE; the
-widget picks a text and a token and redraws:
+``saelab.reconstruction.reconstruct_text`` runs a text to the SAEs' hook point and encodes every token with
+each SAE; this widget picks a text and a token and redraws:
 
     top:          each token's own FVU, ||x - x_hat||^2 / ||x - centre||^2, one bar per SAE
     bottom left:  the chosen token's activation x against each reconstruction x_hat, one dot per dimension
@@ -12,7 +12,6 @@ Shape letters: P positions (BOS dropped), D d_model, F d_sae.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import ipywidgets as widgets
@@ -22,63 +21,17 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from saelab.harvest import collect_activations
+from saelab import reconstruction as text_reconstruction
+from saelab.deprecated import moved_names
 from saelab.sae import SAE
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
-N_TOP_LATENTS = 8
+# Computed in saelab.reconstruction now; importing them from here keeps working for one release.
+__getattr__ = moved_names(__name__, {name: f"saelab.reconstruction.{name}"
+                                     for name in ("reconstruct_text", "TextReconstruction", "N_TOP_LATENTS")})
 
 
-@dataclass
-class TextReconstruction:
-    """One text's activations at a hook point and what each SAE made of them (position 0 dropped)."""
-
-    text: str
-    tokens: list[str]
-    """The token strings, one per kept position."""
-    activations: Float[Tensor, "pos d_model"]
-    reconstructions: dict[str, Float[Tensor, "pos d_model"]]
-    codes: dict[str, Float[Tensor, "pos d_sae"]]
-    token_fvu: dict[str, Float[Tensor, " pos"]]
-    """Per token: ||x - x_hat||^2 / ||x - centre||^2 (their sum over a corpus, divided, is the FVU)."""
-
-    def top_latents(self, name: str, position: int, n: int = N_TOP_LATENTS) -> tuple[list[int], list[float]]:
-        """The ``n`` strongest latents of SAE ``name`` at ``position`` (only those that fire)."""
-        values, ids = self.codes[name][position].topk(min(n, self.codes[name].shape[1]))
-        firing = values > 0
-        return ids[firing].tolist(), values[firing].tolist()
-
-
-@torch.no_grad()
-def reconstruct_text(model, saes: Mapping[str, SAE], hook_name: str, text: str,
-                     centre: Float[Tensor, " d_model"]) -> TextReconstruction:
-    """Encode every token of ``text`` (BOS prepended, then dropped) with each SAE in ``saes``.
-
-    ``centre`` is the mean activation of a corpus (the reference for a token's FVU).
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("text must be a non-empty string")
-    if not saes:
-        raise ValueError("saes is empty: give at least one {name: SAE}")
-    for sae in saes.values():
-        sae.check_fits(model, hook_name)
-    if centre.shape != (model.cfg.d_model,):
-        raise ValueError(f"centre must have shape (d_model={model.cfg.d_model},), got {tuple(centre.shape)}")
-    tokens = model.to_tokens(text)  # BOS first, as in the harvest
-    if tokens.shape[1] < 2:
-        raise ValueError("text is too short: it needs at least one token after BOS")
-    x_PD = collect_activations(model, hook_name, tokens, progress=False).float()
-    labels = model.to_str_tokens(tokens[0])[1:]
-    spread_P = (x_PD - centre.float()).pow(2).sum(-1).clamp_min(1e-12)
-    recons, codes, fvu = {}, {}, {}
-    for name, sae in saes.items():
-        codes[name] = sae.encode(x_PD)
-        recons[name] = sae.decode(codes[name])
-        fvu[name] = (x_PD - recons[name]).pow(2).sum(-1) / spread_P
-    return TextReconstruction(text, list(labels), x_PD, recons, codes, fvu)
-
-
-def reconstruction_figure(result: TextReconstruction, position: int) -> go.Figure:
+def reconstruction_figure(result: text_reconstruction.TextReconstruction, position: int) -> go.Figure:
     """The three panels described in the module docstring, for the token at ``position``."""
     n_pos = len(result.tokens)
     if not 0 <= position < n_pos:
@@ -123,14 +76,14 @@ def reconstruction_figure(result: TextReconstruction, position: int) -> go.Figur
 
 
 class ReconstructionExplorer(widgets.VBox):
-    """A token slider and a text picker (or your own text) over ``reconstruct_text``'s answer."""
+    """A token slider and a text picker (or your own text) over ``saelab.reconstruction.reconstruct_text``."""
 
     def __init__(self, model, saes: Mapping[str, SAE], hook_name: str, texts: Sequence[str],
                  centre: Float[Tensor, " d_model"], position: int = 0):
         if not texts:
             raise ValueError("texts is empty: give at least one text to explore")
         self.model, self.saes, self.hook_name, self.centre = model, dict(saes), hook_name, centre
-        self.result = reconstruct_text(model, self.saes, hook_name, texts[0], centre)
+        self.result = text_reconstruction.reconstruct_text(model, self.saes, hook_name, texts[0], centre)
         if not 0 <= position < len(self.result.tokens):
             raise ValueError(f"position must be in 0..{len(self.result.tokens) - 1}, got {position}")
         # The token slider comes first: it is the one to move.
@@ -150,7 +103,7 @@ class ReconstructionExplorer(widgets.VBox):
         super().__init__([self.position, self.text, self.own_text, self.figure, self.status])
 
     def show_text(self, text: str) -> None:
-        self.result = reconstruct_text(self.model, self.saes, self.hook_name, text, self.centre)
+        self.result = text_reconstruction.reconstruct_text(self.model, self.saes, self.hook_name, text, self.centre)
         last = len(self.result.tokens) - 1
         if self.position.value > last:
             self.position.max = last  # clamps the value and redraws through the observer

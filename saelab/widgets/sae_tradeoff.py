@@ -3,60 +3,20 @@ SAE on toy activations and redraws what it recovered, where it sits on the L0-FV
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from saelab.metrics import evaluate, match_features
-from saelab.sae import SAE, SAEConfig
-from saelab.training import train_sae
+from saelab.deprecated import moved_names
+from saelab.training import TradeoffPoint, train_tradeoff_point
 
 K_OPTIONS = (1, 2, 3, 4, 6, 8, 12)
 L1_OPTIONS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 SIZE_MULTIPLES = (0.5, 1, 2, 4)
-
-
-@dataclass
-class TradeoffPoint:
-    """One trained setting: its numbers and what the figure needs."""
-
-    architecture: str
-    sparsity: float
-    """k for topk, the L1 coefficient for relu."""
-    d_sae: int
-    l0: float
-    fvu: float
-    mmcs: float
-    dead_fraction: float
-    n_recovered: int
-    best_cosine: Tensor
-    feature_density: Tensor
-    seconds: float
-
-
-def train_point(activations: Tensor, true_features: Tensor, architecture: str, sparsity: float, d_sae: int, *,
-                steps: int = 300, batch_size: int = 512, lr: float = 1e-2, seed: int = 0,
-                eval_rows: int = 5000) -> TradeoffPoint:
-    """Train one SAE for ``steps`` on all but the last ``eval_rows`` rows and score it on those (pure function)."""
-    if architecture not in ("topk", "relu"):
-        raise ValueError(f"architecture must be 'topk' or 'relu', got {architecture!r}")
-    if activations.ndim != 2 or activations.shape[0] <= eval_rows:
-        raise ValueError(f"activations must be (rows, d_in) with more than eval_rows={eval_rows} rows, "
-                         f"got shape {tuple(activations.shape)}")
-    start = time.perf_counter()
-    kwargs = {"k": int(sparsity)} if architecture == "topk" else {"l1_coefficient": float(sparsity)}
-    sae = SAE(SAEConfig(activations.shape[1], d_sae, architecture, **kwargs), seed=seed)
-    train_sae(sae, activations[:-eval_rows], steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False)
-    ev = evaluate(sae, activations[-eval_rows:])
-    match = match_features(sae, true_features)
-    return TradeoffPoint(architecture, sparsity, d_sae, ev.l0, ev.fvu, match.mmcs, ev.dead_fraction,
-                         match.n_recovered(0.9), match.best_cosine, ev.feature_density,
-                         time.perf_counter() - start)
+# Computed in saelab.training now; importing it from here keeps working for one release.
+__getattr__ = moved_names(__name__, {"train_point": "saelab.training.train_tradeoff_point"})
 
 
 class SAETradeoffExplorer(widgets.VBox):
@@ -146,8 +106,8 @@ class SAETradeoffExplorer(widgets.VBox):
         d_sae = int(self.size.value * self.n_true)
         key = (arch, sparsity, d_sae)
         if key not in self.cache:
-            self.cache[key] = train_point(self.activations, self.true_features, arch, sparsity, d_sae,
-                                          steps=self.steps, seed=self.seed)
+            self.cache[key] = train_tradeoff_point(self.activations, self.true_features, arch, sparsity, d_sae,
+                                                   steps=self.steps, seed=self.seed)
         return self.cache[key]
 
     def redraw(self) -> None:

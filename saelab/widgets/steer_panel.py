@@ -10,30 +10,20 @@ from collections.abc import Collection, Sequence
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from saelab import features, steer, steering_search
-from saelab.feature_store import FeatureStore
+from saelab import steer, steering_search
+from saelab.deprecated import moved_names
+from saelab.feature_store import FeatureStore, check_store_fits
 from saelab.sae import SAE
+from saelab.steering_search import CLAMP_MULTIPLE_RANGE
 from saelab.streaming import StreamedToken
+from saelab.widgets.common import FeaturePicker, error_html
 
 DEFAULT_PROMPT = "What is your physical form?"
-MULTIPLE_RANGE = (-10.0, 20.0)  # clamp values, in multiples of the feature's largest activation on the corpus
 REPLIES = ("baseline", "steered")
 _COLOURS = {"baseline": "#7f7f7f", "steered": "#ff7f0e"}
-
-
-def clamp_value(store: FeatureStore, feature: int, multiple: float) -> float:
-    """The activation ``feature`` is clamped to: ``multiple`` times its maximum on the store's corpus (0 ablates)."""
-    features.check_feature_index(store.d_sae, feature)
-    if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or not math.isfinite(multiple):
-        raise ValueError(f"multiple must be a finite number, got {multiple!r}")
-    low, high = MULTIPLE_RANGE
-    if not low <= multiple <= high:
-        raise ValueError(f"multiple must be between {low:g} and {high:g} (times the feature's max), got {multiple!r}")
-    top = float(store.max_activation[feature])
-    if top <= 0:
-        raise ValueError(f"feature {feature} never fired on the store's corpus (max activation 0), so multiples of "
-                         "it clamp nothing; pick another feature")
-    return multiple * top
+# Computed in the library now; importing them from here keeps working for one release.
+__getattr__ = moved_names(__name__, {"clamp_value": "saelab.steering_search.clamp_value",
+                                     "MULTIPLE_RANGE": "saelab.steering_search.CLAMP_MULTIPLE_RANGE"})
 
 
 def reply_html(title: str, steps: Sequence[StreamedToken], scale: float, *, writing: bool = False) -> str:
@@ -75,25 +65,17 @@ def _bars(steps: Sequence[StreamedToken]) -> dict:
                 hovertext=[repr(s.text) for s in steps])
 
 
-def _error_html(error: Exception) -> str:
-    message = str(error).splitlines()[0] if str(error) else ""
-    return f"<span style='color:#d62728'><b>{type(error).__name__}</b>: {html.escape(message, quote=False)}</span>"
-
-
 class SteeringPanel(widgets.VBox):
     """Pick a feature (id or search), a clamp strength and a prompt; Generate streams both replies."""
 
     def __init__(self, model, sae: SAE, store: FeatureStore, feature: int | None = None,
                  prompt: str = DEFAULT_PROMPT, multiple: float = 1.0, max_new_tokens: int = 48,
                  temperature: float = 0.0, seed: int = 0):
-        self.hook_name = store.metadata["hook_name"]
-        sae.check_fits(model, self.hook_name)
-        if store.d_sae != sae.cfg.d_sae:
-            raise ValueError(f"the store describes {store.d_sae} features but the SAE has d_sae={sae.cfg.d_sae}: "
-                             "they belong to different SAEs")
+        check_store_fits(model, sae, store)
+        self.hook_name = store.hook_name
         if feature is None:  # the feature that fires most strongly, until the learner picks one
             feature = int(store.max_activation.argmax())
-        clamp_value(store, sae.check_feature(feature), multiple)
+        steering_search.clamp_value(store, sae.check_feature(feature), multiple)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 256:
             raise ValueError(f"max_new_tokens must be an integer in 1..256, got {max_new_tokens!r}")
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
@@ -107,12 +89,11 @@ class SteeringPanel(widgets.VBox):
         self._drawn = (feature, multiple)  # the feature and multiple the replies on show were written with
         self._baseline_settings = None  # prompt, length, sampling and feature of the complete baseline on show
 
-        self.feature = widgets.BoundedIntText(value=feature, min=0, max=sae.cfg.d_sae - 1, description="feature")
-        self.query = widgets.Text(placeholder="find features firing on this text", layout={"width": "340px"},
-                                  continuous_update=False)
-        self.search_button = widgets.Button(description="Search")
-        self.results = widgets.Dropdown(options=[], description="results", layout={"width": "340px"})
-        self.multiple = widgets.FloatSlider(value=multiple, min=MULTIPLE_RANGE[0], max=MULTIPLE_RANGE[1], step=0.25,
+        self.picker = FeaturePicker(sae.cfg.d_sae, feature)
+        self.feature, self.query, self.results = self.picker.feature, self.picker.query, self.picker.results
+        self.search_button = self.picker.search_button
+        low, high = CLAMP_MULTIPLE_RANGE
+        self.multiple = widgets.FloatSlider(value=multiple, min=low, max=high, step=0.25,
                                             description="clamp × max", continuous_update=False,
                                             layout={"width": "520px"}, style={"description_width": "initial"})
         self.feature_info = widgets.HTML()
@@ -126,14 +107,12 @@ class SteeringPanel(widgets.VBox):
 
         self.feature.observe(self._guarded(self.show_feature), names="value")
         self.multiple.observe(self._guarded(self.show_feature), names="value")
-        self.search_button.on_click(self._guarded(self.search))
-        self.query.observe(self._guarded(self.search), names="value")
-        self.results.observe(self._guarded(self._pick_result), names="value")
+        self.picker.on_search(self._guarded(self.search))
         self.generate_button.on_click(self._guarded(self.generate))
         self.show_feature()
         self._draw_replies(writing=set())
         super().__init__([
-            widgets.HBox([self.feature, self.query, self.search_button]), self.results,
+            self.picker.row, self.results,
             self.multiple, self.feature_info, widgets.HBox([self.prompt, self.max_new_tokens]),
             widgets.HBox([self.generate_button, self.status]), widgets.HBox([self.baseline, self.steered]),
             self.chart,
@@ -148,7 +127,7 @@ class SteeringPanel(widgets.VBox):
                 action()
             except Exception as error:  # noqa: BLE001 - shown to the learner, kept in last_error
                 self.last_error = error
-                self.status.value = _error_html(error)
+                self.status.value = error_html(error)
         return callback
 
     def show_feature(self) -> None:
@@ -157,7 +136,7 @@ class SteeringPanel(widgets.VBox):
         info = (f"<b>feature {f}</b> · max activation {top:.3g} · fires on {density:.3%} of "
                 f"{self.store.n_tokens:,} tokens")
         if top > 0:
-            value = clamp_value(self.store, f, self.multiple.value)
+            value = steering_search.clamp_value(self.store, f, self.multiple.value)
             effect = "ablates it (clamps to 0)" if value == 0 else f"clamps it to {value:.3g}"
             info += (f" · {self.multiple.value:g} × max {effect} at every position, error term kept: a push of "
                      f"{self.push_fraction(f, self.multiple.value):.2f} × the median residual norm "
@@ -169,21 +148,12 @@ class SteeringPanel(widgets.VBox):
                                         float(self.store.max_activation[self._drawn[0]]))
 
     def search(self) -> None:
-        if not self.query.value.strip():
-            self.results.options = []
-            return
-        found = features.search_features(self.model, self.sae, self.store, self.query.value, k=10)
-        self.results.options = [(f"feature {f}: {score:.0%} of its max", f) for f, score in found]
-        self.status.value = "" if found else "<i>no feature fires on that text</i>"
-
-    def _pick_result(self) -> None:
-        if self.results.value is not None:
-            self.feature.value = self.results.value
+        self.status.value = self.picker.search(self.model, self.sae, self.store)
 
     def generate(self) -> None:
         """Stream the baseline and the steered reply, redrawing after every token."""
         f = self.feature.value
-        value = clamp_value(self.store, f, self.multiple.value)
+        value = steering_search.clamp_value(self.store, f, self.multiple.value)
         # The baseline does not depend on the clamp: after a slider move only the steered reply is rewritten.
         settings = (self.prompt.value, self.max_new_tokens.value, self.temperature, self.seed, f)
         fresh_baseline = settings != self._baseline_settings
@@ -225,8 +195,10 @@ class SteeringPanel(widgets.VBox):
 
     def push_fraction(self, feature: int, multiple: float) -> float:
         """How far the clamp pushes the residual stream where the feature was silent, per median residual norm."""
-        value = clamp_value(self.store, feature, multiple)
-        return value * float(self.sae.W_dec[feature].detach().norm()) / self.median_norm
+        # clamp_value refuses a multiple out of range and a feature that never fired.
+        steering_search.clamp_value(self.store, feature, multiple)
+        return steering_search.strength_for_multiple(self.sae, feature, multiple, self.median_norm,
+                                                     float(self.store.max_activation[feature])).push_fraction
 
     def _draw_replies(self, writing: Collection[str], only: str | None = None) -> None:
         """Redraw the replies (``only`` one of them), with a cursor on those still being ``writing``."""
