@@ -10,7 +10,7 @@ linear, that is exactly
 position, prompt and generated tokens alike. Additive steering adds ``alpha * direction`` instead, with the
 direction a decoder row or a contrastive mean difference of activations.
 
-``generate`` returns a baseline and a steered reply; ``stream_replies`` yields the same two replies token by
+``generate_replies`` returns a baseline and a steered reply; ``stream_replies`` yields the same two replies token by
 token, side by side, for live display (built on :mod:`saelab.streaming`).
 
 Every hook here is installed with ``model.hooks(...)``, which removes it on any exit — an exception or a
@@ -145,7 +145,7 @@ def steering_hooks(
     return add_hooks(model, hook_name, direction, alpha)
 
 
-def generate(
+def generate_replies(
     model,
     prompt: str,
     *,
@@ -167,10 +167,10 @@ def generate(
 
 def stream_replies(model, prompt: str, *, feature: int | None = None, system: str | None = None,
                    baseline: bool = True, **options) -> Iterator[tuple[str, StreamedToken]]:
-    """:func:`generate`, token by token: yields ``("baseline", token)`` and ``("steered", token)`` in turn
-    until both replies have ended, so both grow side by side. The tokens are those of :func:`generate`, and
+    """:func:`generate_replies`, token by token: yields ``("baseline", token)`` and ``("steered", token)`` in turn
+    until both replies have ended, so both grow side by side. The tokens are those of :func:`generate_replies`, and
     ``options`` are its keyword arguments (``sae``, ``clamps`` or ``direction`` / ``alpha`` / ``hook_name``,
-    ``max_new_tokens``, ``temperature``, ``seed``; the one list of them is ``generate``'s signature).
+    ``max_new_tokens``, ``temperature``, ``seed``; the one list of them is ``generate_replies``'s signature).
 
     ``feature`` (with ``sae``): each token also carries that feature's activation at the SAE's hook, as the
     model computed it before the steering hook changed it (see :mod:`saelab.streaming`).
@@ -180,7 +180,7 @@ def stream_replies(model, prompt: str, *, feature: int | None = None, system: st
                                                  clamps={f: 1.5 * store.max_activation[f].item()}, feature=f):
             print(which, repr(token.text), token.activation)
     """
-    request = inspect.signature(generate).bind(model, prompt, **options)  # a wrong keyword is a TypeError here
+    request = inspect.signature(generate_replies).bind(model, prompt, **options)  # a wrong keyword is a TypeError here
     request.apply_defaults()
     given = request.arguments
     hooks = steering_hooks(model, **{name: given[name] for name in ("sae", "clamps", "direction", "alpha",
@@ -215,6 +215,4 @@ def _interleave(streams: dict[str, Iterator[StreamedToken]]) -> Iterator[tuple[s
 # ``generate_replies``, the all-at-once twin of ``stream_replies``. ``steer.generate`` warns for one release.
 from saelab.deprecated import renamed
 
-generate_replies = generate
-generate_replies.__name__ = generate_replies.__qualname__ = "generate_replies"
 generate = renamed("saelab.steer.generate", generate_replies, "saelab.steer.generate_replies")
