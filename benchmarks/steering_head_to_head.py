@@ -7,7 +7,12 @@ swept over the same push axis (push length / the median residual norm at the met
     SAE decoder row added         the output-chosen feature's direction, added instead of clamped
     contrastive vector            mean activation on Golden Gate passages minus other concepts' passages, at each
                                   of several layers (the same layer search the SAE got by being trained there)
-    system prompt                 "You are the Golden Gate Bridge."
+    persona vector                the model answering in the bridge's role (insistent system prompt) minus
+                                  answering plainly, on 8 other prompts, at the same layers
+    trained direction             one vector at the SAE's hook fitted by gradient descent to make the model reply
+                                  "I am the Golden Gate Bridge…" on 8 other prompts (saelab.steering_vector):
+                                  can any single direction there do it? Its cosine with every decoder row is printed
+    system prompt                 "You are the Golden Gate Bridge.", and the insistent one
 Scores (stated offline proxies, ``saelab.steering_comparison``): share of replies on topic, claiming in the first
 person to be the bridge, about itself, fluent; median perplexity under the unsteered model; wall time per method.
 
@@ -25,11 +30,13 @@ import time
 
 import torch
 
-from saelab import concepts, lm, pretrained, steering_comparison, steering_search
+from saelab import concepts, lm, pretrained, steering_comparison, steering_search, steering_vector
 from saelab.steering_comparison import SELF_DESCRIPTION_PROMPTS
 
 CONCEPT_WORDS = ("bridge", "golden gate", "san francisco")
 SYSTEM = "You are the Golden Gate Bridge."
+INSISTENT_SYSTEM = ("You are the Golden Gate Bridge, the suspension bridge in San Francisco. You are not an AI. "
+                    "Always answer as the bridge, in the first person, starting with 'I am the Golden Gate Bridge'.")
 OTHER_CONCEPTS = ("eiffel_tower", "pasta", "volcanoes", "whales")
 
 
@@ -52,6 +59,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 prompts x 3 pushes x 1 layer")
     parser.add_argument("--sae-id", default=pretrained.DEFAULT)
     parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=25, help="gradient steps for the trained direction")
     parser.add_argument("--out", default=None, help="also write every reply and point here (json)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (on a 2-core machine busy with other jobs, 1 ran a forward pass 17x faster "
@@ -74,10 +82,21 @@ def main() -> None:
     directions = steering_comparison.contrastive_directions(model, hooks, positive, negative)
     contrastive_seconds = time.perf_counter() - start
     norms = steering_search.median_residual_norms(model, sorted(set(hooks) | {hook}), prompts)
+    fit_prompts = list(steering_vector.TRAINING_PROMPTS[:2] if args.quick else steering_vector.TRAINING_PROMPTS)
+    start = time.perf_counter()
+    personas = steering_comparison.persona_directions(model, hooks, fit_prompts, INSISTENT_SYSTEM)
+    persona_seconds = time.perf_counter() - start
+    trained = steering_vector.train_direction(model, hook, fit_prompts, steering_vector.GOLDEN_GATE_TARGET,
+                                              median_norm=norms[hook], steps=args.steps)
+    cosines = steering_vector.decoder_cosines(sae, trained.direction)
     chosen, how = output_feature(args.sae_id)
     detected = pretrained.feature("golden_gate", args.sae_id)
     methods = steering_comparison.standard_methods(model, sae, output_feature=chosen, detection_feature=detected,
                                                    contrastive=directions, system=SYSTEM)
+    methods[-1:-1] = [steering_comparison.add_method(f"persona vector at {name}", name, direction)
+                      for name, direction in personas.items()]
+    methods[-1:-1] = [steering_comparison.add_method(f"trained direction at {hook}", hook, trained.direction)]
+    methods.append(steering_comparison.system_method("system prompt, insistent", INSISTENT_SYSTEM))
     replies, seconds = steering_comparison.compare(model, methods, prompts, pushes, norms,
                                                    concept_words=CONCEPT_WORDS, identity_noun="bridge",
                                                    max_new_tokens=args.new_tokens)
@@ -87,6 +106,11 @@ def main() -> None:
     print(f"\noutput-chosen feature {chosen} ({how}); detection-chosen {detected}; median residual norms "
           + ", ".join(f"{name} {value:.0f}" for name, value in norms.items()))
     print(f"contrastive directions from {len(positive)} + {len(negative)} passages: {contrastive_seconds:.0f} s")
+    print(f"persona vectors from {len(fit_prompts)} prompts in and out of the role: {persona_seconds:.0f} s")
+    top = cosines.topk(3)
+    print(f"trained direction: {len(trained.losses)} steps on {len(fit_prompts)} prompts in {trained.seconds:.0f} s, "
+          f"loss {trained.losses[0]:.2f} -> {trained.losses[-1]:.3f} nats/token, push {trained.push:.2f}; nearest "
+          "decoder rows " + ", ".join(f"{int(i)} ({c:.2f})" for c, i in zip(top.values.tolist(), top.indices)))
     print("\nbest setting per method (most first-person claims, then most successes, then lowest perplexity):")
     print(f"{'method':64s} {'push':>5s} {'claims':>6s} {'topic':>6s} {'self':>5s} {'fluent':>6s} {'success':>7s} "
           f"{'ppl':>6s} {'time':>6s}")
@@ -102,7 +126,8 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as file:
             json.dump({"output_feature": chosen, "detection_feature": detected, "median_norms": norms,
-                       "seconds": seconds, "points": [p._asdict() for p in points],
+                       "seconds": seconds, "trained_losses": trained.losses, "trained_seconds": trained.seconds,
+                       "trained_top_cosines": cosines.topk(5).values.tolist(), "persona_seconds": persona_seconds, "points": [p._asdict() for p in points],
                        "replies": [r._asdict() for r in replies]}, file, indent=1)
 
 

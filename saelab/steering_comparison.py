@@ -3,8 +3,9 @@
 The methods (AxBench, Wu et al. 2025, compares the same families on a larger scale):
 
 - ``clamp``: an SAE feature held at a value at every position, the SAE's error term kept (:mod:`saelab.steer`);
-- ``add``: a direction added at every position: an SAE decoder row, or the contrastive mean difference of
-  activations on concept text minus other text (no SAE at all);
+- ``add``: a direction added at every position: an SAE decoder row; the contrastive mean difference of
+  activations on concept text minus other text; the persona vector (the model answering in the role minus
+  answering plainly); or a direction trained for the job (:mod:`saelab.steering_vector`). No SAE in the last three;
 - ``system prompt``: no hook, the concept said in words ("You are the Golden Gate Bridge.").
 
 Every hook method is swept over one axis, the **push**: the length of the vector it adds where the feature was
@@ -105,6 +106,37 @@ def contrastive_directions(model, hook_names: Sequence[str], positive: Sequence[
             count += cache[hook_names[0]].shape[1] - 1
         means[label] = {name: total / count for name, total in sums.items()}
     return {name: means["positive"][name] - means["negative"][name] for name in hook_names}
+
+
+def persona_directions(model, hook_names: Sequence[str], prompts: Sequence[str], system: str, *,
+                       max_new_tokens: int = 32, progress: bool = True) -> dict[str, Float[Tensor, " d_model"]]:
+    """Per hook: the model's mean activation while it answers ``prompts`` under the system prompt ``system``,
+    minus its mean activation while it answers them plainly, each over the reply's tokens and the position
+    that writes the first of them (the "persona vector" of Chen et al. 2025, *Persona vectors*). Replies are
+    the model's own greedy ones, so both means are activations the model really produces in the role."""
+    if not prompts:
+        raise ValueError("prompts must hold at least one prompt")
+    if not isinstance(system, str) or not system.strip():
+        raise ValueError("system must be a non-empty string")
+    for name in hook_names:
+        check_hook_name(model, name)
+    eos = model.tokenizer.eos_token_id
+    sums = {role: {name: torch.zeros(model.cfg.d_model) for name in hook_names} for role in ("persona", "plain")}
+    counts = {"persona": 0, "plain": 0}
+    for prompt in tqdm(prompts, desc="persona vector: replies in and out of the role", disable=not progress):
+        for role, role_system in (("persona", system), ("plain", None)):
+            tokens = lm.chat_tokens(model, prompt, role_system)
+            with torch.no_grad():
+                reply = lm.generate(model, tokens, max_new_tokens, threads=1)[0]
+                reply = reply[reply != eos]
+                _, cache = model.run_with_cache(torch.cat([tokens[0], reply.to(tokens.device)])[None],
+                                                names_filter=list(hook_names))
+            first = tokens.shape[1] - 1  # the last prompt position predicts the reply's first token
+            for name in hook_names:
+                sums[role][name] += cache[name][0, first:].float().sum(0).cpu()
+            counts[role] += len(reply) + 1
+    return {name: sums["persona"][name] / counts["persona"] - sums["plain"][name] / counts["plain"]
+            for name in hook_names}
 
 
 def _row_add_hook(activation: Tensor, hook, direction: Tensor, lengths: Tensor) -> Tensor:

@@ -122,3 +122,27 @@ def test_contrastive_directions_of_several_hooks_in_one_pass_equal_steers_one_at
         assert torch.allclose(found[name], steer.contrastive_direction(model, name, positive, negative), atol=1e-5)
     with pytest.raises(ValueError, match="positive and negative must each hold"):
         steering_comparison.contrastive_directions(model, hooks, positive, [], progress=False)
+
+
+def test_the_persona_vector_is_the_mean_in_the_role_minus_the_mean_out_of_it(lively_tiny_model):
+    model, system = lively_tiny_model, "You are a fox."
+    directions = steering_comparison.persona_directions(model, [HOOK, "blocks.2.hook_resid_post"], PROMPTS, system,
+                                                        max_new_tokens=5, progress=False)
+    eos = model.tokenizer.eos_token_id
+    means = {}
+    for role, role_system in (("persona", system), ("plain", None)):
+        rows = []
+        for prompt in PROMPTS:  # one hook at a time, each reply generated again
+            tokens = lm.chat_tokens(model, prompt, role_system)
+            reply = lm.generate(model, tokens, 5)[0]
+            reply = reply[reply != eos]
+            _, cache = model.run_with_cache(torch.cat([tokens[0], reply])[None], names_filter=[HOOK])
+            rows.append(cache[HOOK][0, tokens.shape[1] - 1:])
+        means[role] = torch.cat(rows).mean(0)
+    assert torch.allclose(directions[HOOK], means["persona"] - means["plain"], atol=1e-5)
+    assert directions[HOOK].norm() > 0 and set(directions) == {HOOK, "blocks.2.hook_resid_post"}
+    assert not lm.active_hook_points(model)
+    with pytest.raises(ValueError, match="system must be a non-empty string"):
+        steering_comparison.persona_directions(model, [HOOK], PROMPTS, " ", progress=False)
+    with pytest.raises(ValueError, match="prompts must hold at least one prompt"):
+        steering_comparison.persona_directions(model, [HOOK], [], system, progress=False)
