@@ -66,6 +66,15 @@ def _teacher_forced_batch(model, prompts: Sequence[str], target: str) -> tuple[T
     return tokens_BT, target_BT
 
 
+def target_loss(logits_BTV: Float[Tensor, "batch pos vocab"], tokens_BT: Tensor, target_BT: Tensor) -> Tensor:
+    """Mean cross-entropy, nats per token, of the target tokens (``target_BT`` True) given everything before
+    them: the logits at position t predict the token at t + 1, so position 0 is never scored."""
+    logprobs_BTV = logits_BTV.float().log_softmax(-1)[:, :-1]
+    picked_BT = logprobs_BTV.gather(-1, tokens_BT[:, 1:, None])[..., 0]
+    scored_BT = target_BT[:, 1:].to(picked_BT.dtype)
+    return -(picked_BT * scored_BT).sum() / scored_BT.sum()
+
+
 def train_direction(model, hook_name: str, prompts: Sequence[str], target: str, *, median_norm: float,
                     max_push: float = 1.0, steps: int = 40, learning_rate: float = 0.02,
                     progress: bool = True) -> TrainedDirection:
@@ -85,7 +94,7 @@ def train_direction(model, hook_name: str, prompts: Sequence[str], target: str, 
 
     device = model.cfg.device
     tokens_BT, target_BT = _teacher_forced_batch(model, prompts, target)
-    tokens_BT, scored_BT = tokens_BT.to(device), target_BT[:, 1:].to(device)
+    tokens_BT, target_BT = tokens_BT.to(device), target_BT.to(device)
     # Fitted in units of the median norm, so one learning rate suits every hook and model.
     unit_D = torch.zeros(model.cfg.d_model, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([unit_D], lr=learning_rate)
@@ -96,9 +105,7 @@ def train_direction(model, hook_name: str, prompts: Sequence[str], target: str, 
     losses, start = [], time.perf_counter()
     for _ in tqdm(range(steps), desc=f"training a direction at {hook_name}", disable=not progress):
         with model.hooks(fwd_hooks=[(hook_name, add)]):
-            logprobs_BTV = model(tokens_BT).float().log_softmax(-1)[:, :-1]
-        picked_BT = logprobs_BTV.gather(-1, tokens_BT[:, 1:, None])[..., 0]
-        loss = -(picked_BT * scored_BT).sum() / scored_BT.sum()
+            loss = target_loss(model(tokens_BT), tokens_BT, target_BT)
         # Gradients for the vector only: the model's parameters get none, so its state is left as it was.
         (unit_D.grad,) = torch.autograd.grad(loss, [unit_D])
         optimizer.step()

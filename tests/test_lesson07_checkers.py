@@ -114,3 +114,32 @@ def test_the_push_fraction_checker_passes_the_reference_and_names_each_mistake(s
     before = sae.W_dec.clone()
     lesson07.check_push_fraction(lesson07.reference_push_fraction, sae)
     assert torch.equal(sae.W_dec, before)  # the checker puts the decoder row back
+
+
+def test_the_target_loss_checker_passes_the_reference_and_names_each_mistake():
+    assert lesson07.check_target_loss(lesson07.reference_target_loss) is True
+
+    def logprobs_of(logits, tokens, shift=True):
+        logprobs = logits.log_softmax(-1)
+        if shift:
+            return logprobs[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+        return logprobs.gather(-1, tokens[..., None])[..., 0]
+
+    mistakes = {
+        "logits at position t predict the token at t \\+ 1":
+            lambda lo, to, m: -(logprobs_of(lo, to, shift=False) * m).sum() / m.sum(),
+        "sign is flipped": lambda lo, to, m: (logprobs_of(lo, to) * m[:, 1:]).sum() / m[:, 1:].sum(),
+        "that is the sum": lambda lo, to, m: -(logprobs_of(lo, to) * m[:, 1:]).sum(),
+        "only the target's tokens count": lambda lo, to, m: -logprobs_of(lo, to).mean(),
+        "take log_softmax": lambda lo, to, m: -(lo[:, :-1].gather(-1, to[:, 1:, None])[..., 0] * m[:, 1:]).sum()
+                                              / m[:, 1:].sum(),
+        "should return one number": lambda lo, to, m: -(logprobs_of(lo, to) * m[:, 1:]),
+    }
+    for hint, mistake in mistakes.items():
+        with pytest.raises(ExerciseError, match=hint):
+            lesson07.check_target_loss(mistake)
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert lesson07.check_target_loss(stub) is False

@@ -1,11 +1,14 @@
-"""Checkers for lesson 07 (steering): the clamp hook, written by the learner, against saelab's."""
+"""Checkers for lesson 07 (steering): the clamp and add hooks, the push fraction and the trained direction's loss,
+written by the learner, against saelab's."""
 
 from __future__ import annotations
 
 import torch
 
-from saelab.exercises.checking import ExerciseError, check_close, checker, run_learner_function, wrong_answer
+from saelab.exercises.checking import (ExerciseError, check_close, checker, one_number, run_learner_function,
+                                      wrong_answer)
 from saelab.steer import clamp_hook
+from saelab.steering_vector import target_loss
 
 
 def reference_clamp_hook(activation: torch.Tensor, hook, sae, feature: int, value) -> torch.Tensor:
@@ -134,3 +137,35 @@ def check_push_fraction(learner_push_fraction, sae) -> None:
         if abs(actual - wrong) <= 1e-4 * max(abs(wrong), 1e-12):
             raise ExerciseError(f"push_fraction is not right: {hint}")
     raise wrong_answer("push_fraction", f"{actual:.4g}", f"{expected:.4g}")
+
+
+def reference_target_loss(logits: torch.Tensor, tokens: torch.Tensor, is_target: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-probability per target token, each predicted from the position before it."""
+    return target_loss(logits, tokens, is_target)
+
+
+@checker("target_loss")
+def check_target_loss(learner_target_loss) -> None:
+    """``target_loss(logits, tokens, is_target)`` -> the mean cross-entropy of the target tokens, one number."""
+    generator = torch.Generator().manual_seed(11)
+    logits = torch.randn(3, 9, 20, generator=generator) * 2
+    tokens = torch.randint(0, 20, (3, 9), generator=generator)
+    is_target = torch.zeros(3, 9, dtype=torch.bool)
+    is_target[0, 4:9], is_target[1, 3:7], is_target[2, 5:8] = True, True, True  # rows of different lengths
+    actual = one_number(run_learner_function(learner_target_loss, logits.clone(), tokens.clone(), is_target.clone(),
+                                             name="target_loss"), "target_loss", "average over the target tokens")
+    logprobs = logits.log_softmax(-1)
+    shifted = logprobs[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+    mask = is_target[:, 1:].float()
+    unshifted = logprobs.gather(-1, tokens[..., None])[..., 0]
+    hints = [
+        (-(unshifted * is_target).sum() / is_target.sum(),
+         "the logits at position t predict the token at t + 1: compare logits[:, :-1] with tokens[:, 1:]"),
+        ((shifted * mask).sum() / mask.sum(), "the sign is flipped: the loss is the NEGATIVE log-probability"),
+        (-(shifted * mask).sum(), "that is the sum: divide by the number of target tokens for a mean"),
+        (-shifted.mean(), "you averaged over every token: only the target's tokens count (use is_target)"),
+        (-(logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0] * mask).sum() / mask.sum(),
+         "take log_softmax of the logits first: raw logits are not log-probabilities"),
+    ]
+    expected = reference_target_loss(logits, tokens, is_target)
+    check_close(actual, expected, what="target_loss", hints=[(h.reshape(()), text) for h, text in hints])
