@@ -8,7 +8,8 @@ swept over the same push axis (push length / the median residual norm at the met
     contrastive vector            mean activation on Golden Gate passages minus other concepts' passages, at each
                                   of several layers (the same layer search the SAE got by being trained there)
     persona vector                the model answering in the bridge's role (insistent system prompt) minus
-                                  answering plainly, on 8 other prompts, at the same layers
+                                  answering plainly, on 8 other prompts, at the same layers; and the SAE latents
+                                  whose codes that role moves most, each clamped alone
     trained direction             one vector at the SAE's hook fitted by gradient descent to make the model reply
                                   "I am the Golden Gate Bridge…" on 8 other prompts (saelab.steering_vector):
                                   can any single direction there do it? Its cosine with every decoder row is printed
@@ -45,6 +46,22 @@ def contrastive_texts(n: int) -> tuple[list[str], list[str]]:
     positive = concepts.passages("golden_gate")[:n]
     negative = [p for name in OTHER_CONCEPTS for p in concepts.passages(name)[:math.ceil(n / len(OTHER_CONCEPTS))]]
     return positive, negative[:n]
+
+
+def scan_role_latents(model, sae, in_role, median_norm: float, n: int):
+    """The ``n`` latents whose mean code moves most when the model answers in the bridge's role, each clamped
+    alone at three pushes on the demonstration's question: does the role have a latent of its own?"""
+    with torch.no_grad():
+        shift = (sae.encode(in_role["persona"][sae.hook_name]).mean(0)
+                 - sae.encode(in_role["plain"][sae.hook_name]).mean(0))
+    latents = shift.topk(n).indices.tolist()
+    store = pretrained.load_feature_store()
+    start, results = time.perf_counter(), []
+    for push in (0.35, 0.55, 0.8):
+        results += steering_search.reply_scan(model, sae, latents, SELF_DESCRIPTION_PROMPTS[0], push, median_norm,
+                                              store.max_activation, concept_words=CONCEPT_WORDS,
+                                              identity_noun="bridge", max_new_tokens=20, progress=False)
+    return results, time.perf_counter() - start
 
 
 def output_feature(sae_id: str) -> tuple[int, str]:
@@ -84,8 +101,10 @@ def main() -> None:
     norms = steering_search.median_residual_norms(model, sorted(set(hooks) | {hook}), prompts)
     fit_prompts = list(steering_vector.TRAINING_PROMPTS[:2] if args.quick else steering_vector.TRAINING_PROMPTS)
     start = time.perf_counter()
-    personas = steering_comparison.persona_directions(model, hooks, fit_prompts, INSISTENT_SYSTEM)
+    in_role = steering_comparison.role_activations(model, hooks, fit_prompts, INSISTENT_SYSTEM)
+    personas = {name: in_role["persona"][name].mean(0) - in_role["plain"][name].mean(0) for name in hooks}
     persona_seconds = time.perf_counter() - start
+    role_scan, role_scan_seconds = scan_role_latents(model, sae, in_role, norms[hook], 12 if args.quick else 36)
     trained = steering_vector.train_direction(model, hook, fit_prompts, steering_vector.GOLDEN_GATE_TARGET,
                                               median_norm=norms[hook], steps=args.steps)
     cosines = steering_vector.decoder_cosines(sae, trained.direction)
@@ -107,6 +126,11 @@ def main() -> None:
           + ", ".join(f"{name} {value:.0f}" for name, value in norms.items()))
     print(f"contrastive directions from {len(positive)} + {len(negative)} passages: {contrastive_seconds:.0f} s")
     print(f"persona vectors from {len(fit_prompts)} prompts in and out of the role: {persona_seconds:.0f} s")
+    shown = [r for r in role_scan if r.claims_identity or r.on_topic]
+    print(f"latents the role moves most: {len(role_scan) // 3} x pushes 0.35/0.55/0.8 in {role_scan_seconds:.0f} s: "
+          f"{sum(r.claims_identity for r in role_scan)} first-person claims, {len(shown)} replies on topic")
+    for r in shown:
+        print(f"    {r.feature} at push {r.strength.push_fraction:.2f}: {r.reply[:100]!r}")
     top = cosines.topk(3)
     print(f"trained direction: {len(trained.losses)} steps on {len(fit_prompts)} prompts in {trained.seconds:.0f} s, "
           f"loss {trained.losses[0]:.2f} -> {trained.losses[-1]:.3f} nats/token, push {trained.push:.2f}; nearest "

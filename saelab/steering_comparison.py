@@ -108,12 +108,11 @@ def contrastive_directions(model, hook_names: Sequence[str], positive: Sequence[
     return {name: means["positive"][name] - means["negative"][name] for name in hook_names}
 
 
-def persona_directions(model, hook_names: Sequence[str], prompts: Sequence[str], system: str, *,
-                       max_new_tokens: int = 32, progress: bool = True) -> dict[str, Float[Tensor, " d_model"]]:
-    """Per hook: the model's mean activation while it answers ``prompts`` under the system prompt ``system``,
-    minus its mean activation while it answers them plainly, each over the reply's tokens and the position
-    that writes the first of them (the "persona vector" of Chen et al. 2025, *Persona vectors*). Replies are
-    the model's own greedy ones, so both means are activations the model really produces in the role."""
+def role_activations(model, hook_names: Sequence[str], prompts: Sequence[str], system: str, *,
+                     max_new_tokens: int = 32, progress: bool = True) -> dict[str, dict[str, Float[Tensor, "n d_model"]]]:
+    """The model's activations at each hook while it answers ``prompts`` in the role ``system`` sets
+    (``"persona"``) and while it answers them plainly (``"plain"``): its own greedy replies, read over the reply's
+    tokens and the position that writes the first of them, all prompts' rows stacked."""
     if not prompts:
         raise ValueError("prompts must hold at least one prompt")
     if not isinstance(system, str) or not system.strip():
@@ -121,9 +120,8 @@ def persona_directions(model, hook_names: Sequence[str], prompts: Sequence[str],
     for name in hook_names:
         check_hook_name(model, name)
     eos = model.tokenizer.eos_token_id
-    sums = {role: {name: torch.zeros(model.cfg.d_model) for name in hook_names} for role in ("persona", "plain")}
-    counts = {"persona": 0, "plain": 0}
-    for prompt in tqdm(prompts, desc="persona vector: replies in and out of the role", disable=not progress):
+    rows: dict[str, dict[str, list[Tensor]]] = {role: {name: [] for name in hook_names} for role in ("persona", "plain")}
+    for prompt in tqdm(prompts, desc="replies in and out of the role", disable=not progress):
         for role, role_system in (("persona", system), ("plain", None)):
             tokens = lm.chat_tokens(model, prompt, role_system)
             with torch.no_grad():
@@ -133,10 +131,17 @@ def persona_directions(model, hook_names: Sequence[str], prompts: Sequence[str],
                                                 names_filter=list(hook_names))
             first = tokens.shape[1] - 1  # the last prompt position predicts the reply's first token
             for name in hook_names:
-                sums[role][name] += cache[name][0, first:].float().sum(0).cpu()
-            counts[role] += len(reply) + 1
-    return {name: sums["persona"][name] / counts["persona"] - sums["plain"][name] / counts["plain"]
-            for name in hook_names}
+                rows[role][name].append(cache[name][0, first:].float().cpu())
+    return {role: {name: torch.cat(parts) for name, parts in by_hook.items()} for role, by_hook in rows.items()}
+
+
+def persona_directions(model, hook_names: Sequence[str], prompts: Sequence[str], system: str, *,
+                       max_new_tokens: int = 32, progress: bool = True) -> dict[str, Float[Tensor, " d_model"]]:
+    """Per hook: the model's mean activation while it answers ``prompts`` in the role ``system`` sets, minus its
+    mean activation while it answers them plainly (:func:`role_activations`; the "persona vector" of Chen et
+    al. 2025, *Persona vectors*). Both means are activations the model really produces, in the role and out."""
+    acts = role_activations(model, hook_names, prompts, system, max_new_tokens=max_new_tokens, progress=progress)
+    return {name: acts["persona"][name].mean(0) - acts["plain"][name].mean(0) for name in hook_names}
 
 
 def _row_add_hook(activation: Tensor, hook, direction: Tensor, lengths: Tensor) -> Tensor:
