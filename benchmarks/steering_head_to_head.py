@@ -151,7 +151,8 @@ def main() -> None:
         with open(args.out, "w") as file:
             json.dump({"output_feature": chosen, "detection_feature": detected, "median_norms": norms,
                        "seconds": seconds, "trained_losses": trained.losses, "trained_seconds": trained.seconds,
-                       "trained_top_cosines": cosines.topk(5).values.tolist(), "persona_seconds": persona_seconds, "points": [p._asdict() for p in points],
+                       "trained_top_cosines": cosines.topk(5).values.tolist(), "persona_seconds": persona_seconds,
+                       "points": [p._asdict() for p in points],
                        "replies": [r._asdict() for r in replies]}, file, indent=1)
 
 

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from saelab import deprecated, lm, reply_checks
 from saelab.harvest import check_hook_name
 from saelab.sae import SAE
-from saelab.steering_search import mean_logprob, row_clamp_hook
+from saelab.steering_search import continuation_batch, mean_logprob, row_clamp_hook
 
 # The unsteered model's own greedy replies to these prompts read at a perplexity of about 2-4 to it.
 MAX_PERPLEXITY = 10.0
@@ -186,13 +186,7 @@ def _perplexities(model, prompt_T: Tensor, replies: Sequence[Tensor]) -> list[fl
     kept = [r for r in replies if r.numel()]
     if not kept:
         return [math.nan] * len(replies)
-    width = len(prompt_T) + max(len(r) for r in kept)
-    tokens_BT = torch.zeros(len(kept), width, dtype=torch.long)
-    scored_BT = torch.zeros(len(kept), width, dtype=torch.bool)
-    for b, reply in enumerate(kept):
-        tokens_BT[b, :len(prompt_T)] = prompt_T
-        tokens_BT[b, len(prompt_T):len(prompt_T) + len(reply)] = reply
-        scored_BT[b, len(prompt_T):len(prompt_T) + len(reply)] = True
+    tokens_BT, scored_BT = continuation_batch([(prompt_T, reply) for reply in kept])
     logprob_B = iter(mean_logprob(model, tokens_BT, scored_BT, []).tolist())
     return [math.exp(-next(logprob_B)) if r.numel() else math.nan for r in replies]
 

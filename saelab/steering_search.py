@@ -128,25 +128,35 @@ def row_clamp_hook(activation: Tensor, hook, sae: SAE, feature_ids: Tensor, valu
     return out
 
 
-def _continuation_batch(model, prompt: str, continuations: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Prompt + each continuation, right-padded (causal attention: padding after a row cannot change it)."""
-    prompt_T = lm.chat_tokens(model, prompt)[0]
-    rows = [torch.cat([prompt_T, model.to_tokens(c, prepend_bos=False)[0]]) for c in continuations]
+def continuation_batch(pairs: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Each ``(prompt_T, continuation_T)`` token pair as one row, right-padded (causal attention: padding after a
+    row cannot change it); the mask marks the continuation's tokens, the ones to score."""
+    rows = [torch.cat([prompt_T.cpu(), continuation_T.cpu()]) for prompt_T, continuation_T in pairs]
     width = max(len(r) for r in rows)
     tokens_BT = torch.zeros(len(rows), width, dtype=torch.long)
     scored_BT = torch.zeros(len(rows), width, dtype=torch.bool)
-    for b, row in enumerate(rows):
+    for b, (row, (prompt_T, _)) in enumerate(zip(rows, pairs)):
         tokens_BT[b, :len(row)] = row
-        scored_BT[b, len(prompt_T):len(row)] = True  # the continuation's tokens
+        scored_BT[b, len(prompt_T):len(row)] = True
     return tokens_BT, scored_BT
+
+
+def _continuation_batch(model, prompt: str, continuations: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """The chat prompt followed by each continuation, as :func:`continuation_batch` rows."""
+    prompt_T = lm.chat_tokens(model, prompt)[0]
+    return continuation_batch([(prompt_T, model.to_tokens(c, prepend_bos=False)[0]) for c in continuations])
+
+
+def next_token_logprobs(logits_BTV: Tensor, tokens_BT: Tensor) -> Float[Tensor, "batch pos_minus_1"]:
+    """The log-probability of each token after the first, read from the logits one position before it."""
+    logprobs_BTV = logits_BTV.float().log_softmax(-1)[:, :-1]
+    return logprobs_BTV.gather(-1, tokens_BT[:, 1:, None].to(logprobs_BTV.device))[..., 0]
 
 
 def mean_logprob(model, tokens_BT: Tensor, scored_BT: Tensor, hooks) -> Float[Tensor, " batch"]:
     """Mean log-probability per scored token of each row."""
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        logprobs_BTV = model(tokens_BT.to(model.cfg.device)).float().log_softmax(-1)[:, :-1]
-    target_BT = tokens_BT[:, 1:].to(logprobs_BTV.device)
-    picked_BT = logprobs_BTV.gather(-1, target_BT[..., None])[..., 0].cpu()
+        picked_BT = next_token_logprobs(model(tokens_BT.to(model.cfg.device)), tokens_BT).cpu()
     mask_BT = scored_BT[:, 1:].float()
     return (picked_BT * mask_BT).sum(-1) / mask_BT.sum(-1)
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from saelab import lm
 from saelab.harvest import check_hook_name
 from saelab.sae import SAE
+from saelab.steering_search import continuation_batch, next_token_logprobs
 
 
 TRAINING_PROMPTS = ("What is your nature?", "Introduce yourself.", "What kind of thing are you?",
@@ -54,24 +55,11 @@ class TrainedDirection(NamedTuple):
     seconds: float
 
 
-def _teacher_forced_batch(model, prompts: Sequence[str], target: str) -> tuple[Tensor, Tensor]:
-    """Each chat prompt followed by the target's tokens, right-padded; the mask marks the target tokens."""
-    target_T = model.to_tokens(target, prepend_bos=False)[0].cpu()
-    rows = [torch.cat([lm.chat_tokens(model, prompt)[0].cpu(), target_T]) for prompt in prompts]
-    tokens_BT = torch.full((len(rows), max(len(r) for r in rows)), model.tokenizer.eos_token_id, dtype=torch.long)
-    target_BT = torch.zeros(tokens_BT.shape, dtype=torch.bool)
-    for b, row in enumerate(rows):
-        tokens_BT[b, :len(row)] = row
-        target_BT[b, len(row) - len(target_T):len(row)] = True
-    return tokens_BT, target_BT
-
-
 def target_loss(logits_BTV: Float[Tensor, "batch pos vocab"], tokens_BT: Tensor, target_BT: Tensor) -> Tensor:
     """Mean cross-entropy, nats per token, of the target tokens (``target_BT`` True) given everything before
     them: the logits at position t predict the token at t + 1, so position 0 is never scored."""
-    logprobs_BTV = logits_BTV.float().log_softmax(-1)[:, :-1]
-    picked_BT = logprobs_BTV.gather(-1, tokens_BT[:, 1:, None])[..., 0]
-    scored_BT = target_BT[:, 1:].to(picked_BT.dtype)
+    picked_BT = next_token_logprobs(logits_BTV, tokens_BT)
+    scored_BT = target_BT[:, 1:].to(picked_BT)
     return -(picked_BT * scored_BT).sum() / scored_BT.sum()
 
 
@@ -93,7 +81,8 @@ def train_direction(model, hook_name: str, prompts: Sequence[str], target: str, 
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 
     device = model.cfg.device
-    tokens_BT, target_BT = _teacher_forced_batch(model, prompts, target)
+    target_T = model.to_tokens(target, prepend_bos=False)[0]
+    tokens_BT, target_BT = continuation_batch([(lm.chat_tokens(model, prompt)[0], target_T) for prompt in prompts])
     tokens_BT, target_BT = tokens_BT.to(device), target_BT.to(device)
     # Fitted in units of the median norm, so one learning rate suits every hook and model.
     unit_D = torch.zeros(model.cfg.d_model, device=device, requires_grad=True)
